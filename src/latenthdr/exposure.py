@@ -1,0 +1,143 @@
+"""EV ladders, bracket synthesis and EV-0 anchoring (no models).
+
+Conventions (METHOD.md "Symbols and conventions"): ``H`` is linear scene radiance, RGB, >= 0, with 1.0
+the clipping level of the EV-0 frame. Exposure ``e`` (stops) multiplies radiance by 2^e. Images are
+torch tensors shaped ``[..., 3, H, W]``; brackets add a frame axis just before the channels:
+``[..., K, 3, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from latenthdr import response
+from latenthdr.errors import InputError
+
+DEFAULT_LADDER = "-7:5:1"  # METHOD.md: e = -7 ... +5, step 1 (13 frames)
+MAX_FRAMES = 257
+MAX_ABS_EV = 40.0
+
+
+def parse_ev_ladder(spec: str | Sequence[float], argument: str = "evs") -> tuple[float, ...]:
+    """Parse an EV ladder: ``"start:stop:step"`` (inclusive, step > 0, non-integer steps allowed),
+    ``"a,b,c"`` or a sequence of numbers. Returns the EVs sorted ascending.
+
+    Raises InputError for empty, non-finite, duplicate (closer than 1e-6 stops) or out-of-range EVs.
+    """
+    if isinstance(spec, str):
+        evs = _parse_ev_string(spec.strip(), argument)
+    else:
+        try:
+            evs = [float(v) for v in spec]
+        except (TypeError, ValueError):
+            raise InputError(argument, f"expected numbers, got {spec!r}") from None
+    if not evs:
+        raise InputError(argument, "the ladder is empty; give e.g. -7:5:1 or -2,0,2")
+    if any(not math.isfinite(v) or abs(v) > MAX_ABS_EV for v in evs):
+        raise InputError(argument, f"EVs must be finite and within +-{MAX_ABS_EV:g} stops, got {evs}")
+    if len(evs) > MAX_FRAMES:
+        raise InputError(argument, f"{len(evs)} frames; at most {MAX_FRAMES} are accepted")
+    evs = sorted(evs)
+    for a, b in zip(evs, evs[1:]):
+        if b - a < 1e-6:
+            raise InputError(argument, f"duplicate EV {a:g}; every EV must appear once")
+    return tuple(evs)
+
+
+def _parse_ev_string(spec: str, argument: str) -> list[float]:
+    try:
+        if ":" in spec:
+            parts = [float(p) for p in spec.split(":")]
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, step = parts
+            if not step > 0:
+                raise InputError(argument, f"step must be > 0 in {spec!r}")
+            if stop < start:
+                raise InputError(argument, f"stop < start in {spec!r}; write it as start:stop:step")
+            n = math.floor((stop - start) / step + 1e-9) + 1
+            if n > MAX_FRAMES:
+                raise InputError(argument, f"{spec!r} gives {n} frames; at most {MAX_FRAMES}")
+            return [round(start + i * step, 9) for i in range(n)]
+        return [float(p) for p in spec.split(",") if p.strip()]
+    except ValueError:
+        raise InputError(
+            argument, f"cannot parse {spec!r}; accepted: start:stop:step (e.g. -7:5:1) or a list (-2,0,2)"
+        ) from None
+
+
+def format_ev_ladder(evs: Sequence[float]) -> str:
+    """The shortest spec that ``parse_ev_ladder`` turns back into ``evs``."""
+    evs = list(evs)
+    if len(evs) >= 3:
+        step = evs[1] - evs[0]
+        if step > 0 and all(abs((b - a) - step) < 1e-9 for a, b in zip(evs, evs[1:])):
+            return f"{evs[0]:g}:{evs[-1]:g}:{step:g}"
+    return ",".join(f"{v:g}" for v in evs)
+
+
+def ev_tensor(evs: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """EVs as a 1-D tensor with the dtype (at least float32) and device of ``like``."""
+    dtype = like.dtype if like.dtype in (torch.float32, torch.float64) else torch.float32
+    return torch.tensor(list(evs), dtype=dtype, device=like.device)
+
+
+def expose(H: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
+    """Linear frames before clipping: H * 2^e. ``H`` [..., 3, H, W] -> [..., K, 3, H, W]."""
+    gain = torch.exp2(ev_tensor(evs, H)).view(-1, 1, 1, 1)  # [K,1,1,1]
+    return H.unsqueeze(-4) * gain
+
+
+def synthesize_bracket(
+    H: torch.Tensor, evs: Sequence[float], curve: response.DisplayCurve = "gamma2.2", bits: int | None = 8
+) -> torch.Tensor:
+    """The paper's bracket (METHOD.md "Bracket frame"): y_e = Q(clip(H 2^e, 0, 1)^(1/gamma)).
+
+    H: linear radiance [..., 3, H, W], float, >= 0 (negative values are clipped to 0).
+    Returns display-encoded frames [..., K, 3, H, W] in [0, 1]; ``bits=None`` skips quantisation.
+    """
+    if not isinstance(H, torch.Tensor) or H.ndim < 3 or H.shape[-3] != 3:
+        raise InputError("H", f"expected a tensor [..., 3, H, W], got {getattr(H, 'shape', type(H))}")
+    y = response.encode(expose(H.float() if H.dtype not in (torch.float32, torch.float64) else H, evs), curve)
+    return y if bits is None else response.quantize(y, bits)
+
+
+def anchor_scale(
+    H: torch.Tensor, clipped_fraction: float | None = None, percentile: float | None = None
+) -> float:
+    """EV-0 anchoring: the scale s such that, in s*H, the EV-0 frame clips as asked.
+
+    - ``clipped_fraction`` f in (0, 1): a fraction f of pixels has its brightest channel >= 1.
+    - ``percentile`` p in (0, 100]: percentile p of the brightest channel maps to 1
+      (METHOD.md's third-party default is p = 99.9, i.e. f = 0.001).
+    Exactly one of the two may be given; neither means percentile 99.9.
+    H: linear [..., 3, H, W] (all leading dims pooled). Raises InputError for a black image.
+    """
+    if clipped_fraction is not None and percentile is not None:
+        raise InputError("clipped_fraction/percentile", "give one of the two, not both")
+    if clipped_fraction is not None:
+        if not 0.0 < clipped_fraction < 1.0:
+            raise InputError("clipped_fraction", f"got {clipped_fraction}; accepted: 0 < f < 1")
+        q = 1.0 - clipped_fraction
+    else:
+        p = 99.9 if percentile is None else percentile
+        if not 0.0 < p <= 100.0:
+            raise InputError("percentile", f"got {p}; accepted: 0 < p <= 100")
+        q = p / 100.0
+    peak = H.float().amax(dim=-3).flatten()  # brightest channel per pixel
+    peak = peak[torch.isfinite(peak)]
+    if peak.numel() > 2**24:  # torch.quantile's input limit; a strided subsample is exact enough here
+        peak = peak[:: peak.numel() // 2**23 + 1]
+    level = torch.quantile(peak.double(), q).item() if peak.numel() else 0.0
+    if not level > 0.0:
+        raise InputError("H", "the image is black at the requested anchor; cannot set an EV-0 scale")
+    return 1.0 / level
+
+
+def anchor(H: torch.Tensor, clipped_fraction: float | None = None, percentile: float | None = None):
+    """``(s * H, s)`` with s = ``anchor_scale(H, ...)``."""
+    s = anchor_scale(H, clipped_fraction, percentile)
+    return H * s, s
