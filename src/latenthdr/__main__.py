@@ -1,0 +1,5 @@
+import sys
+
+from latenthdr.cli import main
+
+sys.exit(main())
