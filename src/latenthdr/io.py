@@ -1,0 +1,479 @@
+"""Image files in and out: the only module of latenthdr that touches them.
+
+Readers return numpy float32 arrays [H, W, 3]:
+- HDR (``read_hdr``: .exr through the official OpenEXR bindings, .hdr/.pic Radiance RGBE through
+  OpenCV): *linear* relative radiance, finite and >= 0 (negatives are set to 0 and counted; NaN/Inf
+  are refused). Radiance ``EXPOSURE`` is recorded in the header, not applied.
+- LDR (``read_ldr``: PNG, JPEG, TIFF through OpenCV, EXIF through Pillow): *display-encoded* values
+  in [0, 1] = code value / (2^bits - 1), EXIF orientation applied, alpha dropped, gray replicated.
+Writers (EXR, Radiance, 8-bit PNG, JSON) are atomic: they write a temporary file beside the output
+and rename it over the output only once the write succeeded (``atomic_output``).
+
+A bad file raises ``InputError(argument, message)`` naming the path and what is accepted; the
+libraries' own exceptions never escape a reader. ``to_tensor``/``to_numpy`` move between the file
+layout [H, W, 3] and the library's torch layout [3, H, W].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as io_module
+import json
+import numbers
+import os
+import sys
+import tempfile
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latenthdr._exr import (JSON_PREFIX, METADATA_PREFIX, READ_INFO_KEY, REC709_CHROMATICITIES, assemble,
+                            choose_layer, exr_metadata, json_default, metadata_attributes)
+from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
+
+__all__ = ["HdrImage", "LdrImage", "read_image", "read_hdr", "read_ldr", "exr_metadata", "check_output",
+           "atomic_output", "write_exr", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
+           "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "REC709_CHROMATICITIES", "METADATA_PREFIX",
+           "JSON_PREFIX", "READ_INFO_KEY"]
+
+HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
+LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+HALF_MAX = 65504.0  # largest finite IEEE half value
+
+_MAGIC = {b"v/1\x01": "an OpenEXR image", b"#?": "a Radiance HDR image", b"\x89PNG": "a PNG image",
+          b"\xff\xd8\xff": "a JPEG image", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image"}
+_EXIF_IFD = 0x8769  # pointer from IFD0 to the Exif sub-IFD
+_IFD0_TAGS = {0x010F: "make", 0x0110: "model"}
+_EXIF_TAGS = {0x829A: "exposure_time_s", 0x829D: "f_number", 0x8827: "iso",
+              0x920A: "focal_length_mm", 0x9003: "datetime_original"}
+_ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the numpy operation that turns stored pixels upright (as PIL.ImageOps.exif_transpose)
+_ORIENT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: a[::-1, ::-1].transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+@dataclass
+class HdrImage:
+    """A linear HDR image read from a file.
+
+    pixels: float32 [H, W, 3], linear relative radiance, finite, >= 0.
+    header: the file's attributes with json-friendly values (EXR attributes by name, enums by name;
+        Radiance header variables), plus ``READ_INFO_KEY`` for EXR: part, layer, channels, conversion.
+    negative_clamped: number of pixel values that were < 0 in the file and were set to 0.
+    """
+
+    pixels: np.ndarray
+    header: dict = field(default_factory=dict)
+    negative_clamped: int = 0
+
+
+@dataclass
+class LdrImage:
+    """A display-encoded image read from a PNG, JPEG or TIFF file.
+
+    pixels: float32 [H, W, 3], display-encoded in [0, 1] (code value / (2^bits - 1)), upright.
+    bits: 8 or 16, the file's sample depth.
+    had_alpha: the file had an alpha channel (dropped, not composited).
+    exif: json-friendly EXIF values where present: ``exposure_time_s``, ``f_number``, ``iso``,
+        ``focal_length_mm``, ``datetime_original``, ``make``, ``model``, ``orientation``.
+    """
+
+    pixels: np.ndarray
+    bits: int
+    had_alpha: bool = False
+    exif: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_image(path, argument: str = "input") -> HdrImage | LdrImage:
+    """Read an HDR (.exr, .hdr, .pic) or LDR (.png, .jpg, .jpeg, .tif, .tiff) image, by extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in HDR_EXTENSIONS:
+        return read_hdr(path, argument)
+    if suffix in LDR_EXTENSIONS:
+        return read_ldr(path, argument)
+    raise InputError(argument, f"{path}: unsupported extension {suffix or '(none)'!r}; "
+                               f"accepted: {', '.join(HDR_EXTENSIONS + LDR_EXTENSIONS)}")
+
+
+def read_hdr(path, argument: str = "input") -> HdrImage:
+    """Read a linear HDR image from an OpenEXR (.exr) or Radiance (.hdr, .pic) file.
+
+    EXR: scanline or tiled, half/float/uint channels, R,G,B (A dropped), Y (gray, replicated),
+    or Y,RY,BY luminance-chroma (converted to RGB, subsampled chroma upsampled linearly); in
+    multi-part or layered files the first part/layer with colour channels is read (the default
+    layer first), and ``header[READ_INFO_KEY]`` says which. Pixels are the data window.
+    """
+    p = _check_input_file(path, HDR_EXTENSIONS, argument)
+    if p.suffix.lower() == ".exr":
+        pixels, header = _read_exr(p, argument)
+    else:
+        pixels, header = _read_radiance(p, argument)
+    bad = int(np.count_nonzero(~np.isfinite(pixels)))
+    if bad:
+        raise InputError(argument, f"{p}: {bad} NaN/Inf pixel values; accepted: finite values")
+    negative = pixels < 0
+    clamped = int(np.count_nonzero(negative))
+    pixels[negative] = 0.0
+    return HdrImage(np.ascontiguousarray(pixels, dtype=np.float32), header, clamped)
+
+
+def read_ldr(path, argument: str = "input") -> LdrImage:
+    """Read an 8- or 16-bit PNG, JPEG or TIFF as display-encoded float32 [H, W, 3] in [0, 1]."""
+    p = _check_input_file(path, LDR_EXTENSIONS, argument)
+    with _cv2_quiet() as cv2:
+        try:
+            image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # UNCHANGED: keeps 16 bits, no EXIF rotation
+        except cv2.error:
+            image = None
+    if image is None or (p.suffix.lower() in (".jpg", ".jpeg") and _jpeg_truncated(p)):
+        raise InputError(argument, f"{p}: not a readable image or truncated ({_what_it_is(p)}); "
+                                   f"accepted: PNG, JPEG, TIFF with 8- or 16-bit samples")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(argument, f"{p}: {image.dtype} samples; accepted: 8- or 16-bit integer "
+                                   f"samples (save float images as .exr or .hdr)")
+    bits = 8 if image.dtype == np.uint8 else 16
+    image = image if image.ndim == 3 else image[..., None]
+    had_alpha = image.shape[2] in (2, 4)
+    colour = image[..., :1] if image.shape[2] <= 2 else image[..., 2::-1]  # gray, or BGR(A) -> RGB
+    pixels = np.broadcast_to(colour, (*colour.shape[:2], 3)).astype(np.float32) / np.float32(2**bits - 1)
+    exif, orientation = _read_exif(p)
+    pixels = _ORIENT.get(orientation, lambda a: a)(pixels)
+    return LdrImage(np.ascontiguousarray(pixels), bits, had_alpha, exif)
+
+
+def _check_input_file(path, extensions: tuple[str, ...], argument: str) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in extensions:
+        raise InputError(argument, f"{p}: unsupported extension {p.suffix or '(none)'!r}; "
+                                   f"accepted: {', '.join(extensions)}")
+    if not p.exists():
+        raise InputError(argument, f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(argument, f"{p}: is a directory; expected an image file")
+    try:
+        with open(p, "rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        raise InputError(argument, f"{p}: cannot be read ({exc.strerror})") from None
+    if empty:
+        raise InputError(argument, f"{p}: is empty (0 bytes)")
+    return p
+
+
+def _what_it_is(path: Path) -> str:
+    """A few words on what the file's first bytes look like, for error messages."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return f"it looks like {name}"
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it looks like a text file"
+    return "its first bytes match no image format"
+
+
+@contextlib.contextmanager
+def _library_output_captured() -> Iterator[list[str]]:
+    """Collect what libraries print during the block (Python stdout, and file descriptor 2 where
+    C/C++ code writes) into a list, filled on exit, so it can go into our errors instead of the
+    user's terminal. fd 2 is process-wide: other threads' stderr is collected meanwhile too."""
+    captured: list[str] = []
+    printed = io_module.StringIO()
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stdout(printed):
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+            os.dup2(sink.fileno(), 2)
+        except OSError:  # no fd 2 (a daemon): collect Python stdout only
+            saved = None
+        try:
+            yield captured
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            sink.seek(0)
+            captured.extend(sink.read().decode(errors="replace").splitlines())
+            captured.extend(printed.getvalue().splitlines())
+
+
+@contextlib.contextmanager
+def _cv2_quiet():
+    """Import cv2 with its log silenced (it logs decode failures; we raise InputError instead)."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        with _library_output_captured():
+            yield cv2
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _read_exr(path: Path, argument: str) -> tuple[np.ndarray, dict]:
+    import OpenEXR
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"v/1\x01":
+            raise InputError(argument, f"{path}: not an OpenEXR file ({_what_it_is(path)}); "
+                                       f"accepted: OpenEXR images")
+    error = None
+    with _library_output_captured() as messages:
+        try:
+            parts = list(OpenEXR.File(str(path), separate_channels=True).parts)
+        except Exception as exc:  # the bindings raise RuntimeError/ValueError on corrupt files
+            parts, error = [], exc
+    if not parts:
+        detail = "; ".join(m.strip() for m in messages if m.strip())[-300:] or str(error)
+        raise InputError(argument, f"{path}: corrupt or truncated OpenEXR file ({detail})")
+    deep = (OpenEXR.deepscanline, OpenEXR.deeptile)
+    for index, part in enumerate(parts):
+        choice = None if part.type() in deep else choose_layer(part.channels)
+        if choice is not None:
+            return assemble(part, index, len(parts), choice, path, argument)
+    found = sorted({name for part in parts for name in part.channels})
+    raise InputError(argument, f"{path}: no colour channels (found: {', '.join(found) or 'none'}); "
+                               f"accepted: R,G,B[,A] in any layer or part, Y,RY,BY, or Y")
+
+
+def _read_radiance(path: Path, argument: str) -> tuple[np.ndarray, dict]:
+    header = _radiance_header(path)
+    if header is None:
+        raise InputError(argument, f"{path}: not a Radiance HDR file ({_what_it_is(path)}); "
+                                   f"accepted: Radiance RGBE files starting with '#?'")
+    if "xyze" in header.get("FORMAT", "").lower():
+        raise InputError(argument, f"{path}: XYZE Radiance files are not supported; accepted: "
+                                   f"32-bit_rle_rgbe (convert with Radiance ra_xyze -r)")
+    with _cv2_quiet() as cv2:
+        try:
+            bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            bgr = None
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise InputError(argument, f"{path}: corrupt or truncated Radiance file "
+                                   f"(resolution line {header.get('resolution', '?')!r})")
+    return bgr[..., ::-1].astype(np.float32), header  # BGR -> RGB (astype copies)
+
+
+def _radiance_header(path: Path) -> dict | None:
+    """Radiance header variables (FORMAT, EXPOSURE (product of all), GAMMA, PRIMARIES, ...) and
+    the resolution line, or None if the file does not start with the '#?' magic."""
+    with open(path, "rb") as f:
+        block = f.read(65536)
+    if not block.startswith(b"#?"):
+        return None
+    text, _, rest = block.partition(b"\n\n")
+    header: dict = {"format": "radiance", "program": text.split(b"\n", 1)[0][2:].decode("latin-1")}
+    for line in text.decode("latin-1").splitlines()[1:]:
+        key, eq, value = line.partition("=")
+        if not eq or line.startswith("#"):
+            continue
+        key, value = key.strip().upper(), value.strip()
+        if key == "EXPOSURE":
+            with contextlib.suppress(ValueError):
+                header[key] = header.get(key, 1.0) * float(value)
+        else:
+            header[key] = value
+    header["resolution"] = rest.split(b"\n", 1)[0].decode("latin-1").strip()
+    return header
+
+
+def _jpeg_truncated(path: Path) -> bool:
+    """True if the last start-of-scan marker (FFDA) has no end-of-image marker (FFD9) after it.
+
+    Entropy-coded data stuffs 0xFF with 0x00, so both markers appear only as markers.
+    """
+    data = path.read_bytes()
+    return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+
+
+def _read_exif(path: Path) -> tuple[dict, int]:
+    """(json-friendly EXIF values, orientation 1..8) read with Pillow; ({}, 1) if there are none."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                exif = image.getexif()
+        sub_ifd = exif.get_ifd(_EXIF_IFD)
+    except Exception:  # EXIF is optional information; OpenCV already decoded the pixels
+        return {}, 1
+    out = {}
+    for tags, ifd in ((_IFD0_TAGS, exif), (_EXIF_TAGS, sub_ifd)):
+        for tag, name in tags.items():
+            value = _exif_value(ifd.get(tag))
+            if value is not None:
+                out[name] = value
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+    out["orientation"] = orientation
+    return out, orientation
+
+
+def _exif_value(value):
+    if isinstance(value, (tuple, list)) and value:  # e.g. ISOSpeedRatings stored as a sequence
+        value = value[0]
+    if isinstance(value, str):
+        return value.strip("\x00 ") or None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, numbers.Real):  # includes Pillow's IFDRational
+        number = float(value)
+        return number if np.isfinite(number) else None
+    return None
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def check_output(path, overwrite: bool, argument: str = "output",
+                 extensions: tuple[str, ...] | None = None) -> Path:
+    """Validate an output path; raise OutputExistsError if it exists and ``overwrite`` is False,
+    InputError for a wrong extension, a directory, or a missing or unwritable parent directory."""
+    p = Path(path)
+    if extensions is not None and p.suffix.lower() not in extensions:
+        raise InputError(argument, f"{p}: extension {p.suffix or '(none)'!r} not accepted; "
+                                   f"accepted: {', '.join(extensions)}")
+    if p.is_dir():
+        raise InputError(argument, f"{p}: is a directory; expected a file path")
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(argument, f"{p}: directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(argument, f"{p}: directory {parent} is not writable")
+    if p.exists() and not overwrite:
+        raise OutputExistsError(p)
+    return p
+
+
+@contextlib.contextmanager
+def atomic_output(path, overwrite: bool = False, argument: str = "output",
+                  extensions: tuple[str, ...] | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` with the same suffix; on success rename it over
+    ``path`` (os.replace), on any exception delete it and leave ``path`` untouched."""
+    final = check_output(path, overwrite, argument, extensions)
+    temp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:12]}{final.suffix}")
+    try:
+        yield temp
+        if not temp.is_file():
+            raise LatentHDRError(f"{final}: the writer produced no file")
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def write_exr(path, rgb, *, half: bool = False, metadata: Mapping[str, object] | None = None,
+              panorama: bool = False, comments: str | None = None, overwrite: bool = False) -> Path:
+    """Write linear RGB [H, W, 3] (finite, >= 0) as a ZIP-compressed scanline OpenEXR file.
+
+    float32 by default; ``half=True`` stores float16 and refuses peaks above 65504. The header
+    carries Rec.709/sRGB chromaticities (D65 white), ``envmap`` = latlong if ``panorama``, the
+    standard ``comments`` attribute, and ``metadata``: str values as string attributes
+    ``latenthdr:KEY``, anything else JSON-encoded under ``latenthdr:json:KEY`` (see exr_metadata).
+    """
+    import OpenEXR
+
+    pixels = _check_linear_rgb(rgb, "rgb")
+    if half and pixels.size and float(pixels.max()) > HALF_MAX:
+        raise InputError("rgb", f"values up to {float(pixels.max()):.6g} overflow half (max "
+                                f"{HALF_MAX:g}); use float32 (half=False)")
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage,
+              "chromaticities": REC709_CHROMATICITIES}
+    if panorama:
+        header["envmap"] = OpenEXR.ENVMAP_LATLONG
+    if comments is not None:
+        header["comments"] = str(comments)
+    header.update(metadata_attributes(metadata))
+    pixels = pixels.astype(np.float16) if half else pixels
+    with atomic_output(path, overwrite, extensions=(".exr",)) as temp:
+        OpenEXR.File(header, {"RGB": pixels}).write(str(temp))
+    return Path(path)
+
+
+def write_hdr(path, rgb, *, overwrite: bool = False) -> Path:
+    """Write linear RGB [H, W, 3] (finite, >= 0) as Radiance RGBE (.hdr/.pic, ~1% precision)."""
+    pixels = _check_linear_rgb(rgb, "rgb")
+    with atomic_output(path, overwrite, extensions=(".hdr", ".pic")) as temp, _cv2_quiet() as cv2:
+        if not cv2.imwrite(str(temp), np.ascontiguousarray(pixels[..., ::-1])):  # RGB -> BGR
+            raise LatentHDRError(f"{path}: OpenCV could not write the Radiance file")
+    return Path(path)
+
+
+def write_png(path, display, *, overwrite: bool = False) -> Path:
+    """Write an 8-bit RGB PNG from display-encoded [H, W, 3]: floats in [0, 1] (code =
+    round(255 y)) or uint8 code values."""
+    codes = np.asarray(display)
+    if codes.ndim != 3 or codes.shape[2] != 3 or 0 in codes.shape:
+        raise InputError("display", f"shape {codes.shape}; accepted: [H, W, 3]")
+    if np.issubdtype(codes.dtype, np.floating):
+        if not np.all(np.isfinite(codes)) or codes.min() < 0 or codes.max() > 1:
+            raise InputError("display", f"values in [{codes.min():.4g}, {codes.max():.4g}]; accepted: "
+                                        f"display-encoded values in [0, 1] (clip or tone-map first)")
+        codes = np.rint(codes.astype(np.float32) * 255).astype(np.uint8)
+    elif codes.dtype != np.uint8:
+        raise InputError("display", f"dtype {codes.dtype}; accepted: float in [0, 1] or uint8")
+    with atomic_output(path, overwrite, extensions=(".png",)) as temp, _cv2_quiet() as cv2:
+        if not cv2.imwrite(str(temp), np.ascontiguousarray(codes[..., ::-1])):  # RGB -> BGR
+            raise LatentHDRError(f"{path}: OpenCV could not write the PNG file")
+    return Path(path)
+
+
+def write_json(path, obj, *, overwrite: bool = False) -> Path:
+    """Write ``obj`` as JSON (indent 2, trailing newline; numpy values and paths converted)."""
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False, default=json_default) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise InputError("obj", f"not JSON-serialisable ({exc}); accepted: dicts, lists, str, "
+                                f"finite numbers, numpy values") from None
+    with atomic_output(path, overwrite) as temp:
+        temp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _check_linear_rgb(rgb, argument: str) -> np.ndarray:
+    """float32 [H, W, 3] copy of linear RGB, or InputError naming what is wrong."""
+    a = np.asarray(rgb)
+    if a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+        raise InputError(argument, f"shape {a.shape}; accepted: [H, W, 3] (to_numpy converts [3, H, W])")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(argument, f"dtype {a.dtype}; accepted: float arrays of linear radiance")
+    a = np.array(a, dtype=np.float32, order="C")  # a C-ordered copy: the EXR bindings ignore strides
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise InputError(argument, f"{bad} NaN/Inf values (as float32); accepted: finite values >= 0")
+    negative = int(np.count_nonzero(a < 0))
+    if negative:
+        raise InputError(argument, f"{negative} negative values (min {a.min():.4g}); accepted: values >= 0")
+    return a
+
+
+# --------------------------------------------------------------------------------- torch layout
+
+
+def to_tensor(pixels) -> torch.Tensor:
+    """numpy [H, W, 3] (file layout) -> torch float32 [3, H, W] (library layout), values unchanged."""
+    a = np.asarray(pixels)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise InputError("pixels", f"shape {a.shape}; accepted: [H, W, 3]")
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """torch [3, H, W] (library layout, any float dtype/device) -> numpy float32 [H, W, 3]."""
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3 or tensor.shape[0] != 3:
+        shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+        raise InputError("tensor", f"got {shape}; accepted: torch.Tensor [3, H, W]")
+    return np.array(tensor.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy(), order="C")
