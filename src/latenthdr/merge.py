@@ -1,0 +1,292 @@
+"""Exposure bracket -> linear HDR (METHOD.md "Merge: bracket -> HDR", Eq. 9), and real-photo brackets.
+
+Conventions (METHOD.md "Symbols and conventions"): a bracket ``y`` is display-encoded, ``[..., K, 3, H, W]``
+in [0, 1], frame k taken at exposure ``evs[k]`` stops; the merged ``hdr`` is linear radiance, float32,
+``[..., 3, H, W]``, with 1.0 the clipping level of the EV-0 frame. No models here.
+
+Fallbacks (METHOD.md): a pixel that no frame sees well (every frame has a channel outside (low, high)) gets
+- the darkest frame's estimate R_{e_min} when it is saturated everywhere (the darkest frame's mean channel
+  is >= 0.5): a lower bound on its radiance, never 1.0 or NaN; counted in ``phigh``;
+- the brightest frame's estimate R_{e_max} otherwise (black everywhere): an upper bound; counted in ``plow``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from latenthdr import exposure, response
+from latenthdr.errors import InputError
+
+CODE_VALUES_8BIT = 255
+# Log floor, in display units: half an 8-bit code value, linearised with the frame's own curve. Linear values
+# below it (black channels) are clamped to it so log R stays finite.
+FLOOR_DISPLAY = 0.5 / CODE_VALUES_8BIT
+# A pixel no frame sees well counts as saturated when the darkest frame's mean channel is at least this.
+SATURATED_MEAN = 0.5
+
+
+@dataclass
+class MergeResult:
+    """What ``merge_bracket`` returns.
+
+    hdr: [..., 3, H, W] float32 linear radiance, > 0, 1.0 = the EV-0 frame's clipping level.
+    plow: fraction of pixels (pooled over all leading dims) that no frame sees well and that are dark in every
+        frame; they hold the brightest frame's estimate.
+    phigh: the same for pixels saturated in every frame; they hold the darkest frame's estimate.
+    weight_sum: [..., H, W] float32, sum_e w_e of Eq. 9; 0 exactly where a fallback was used.
+    """
+
+    hdr: torch.Tensor
+    plow: float
+    phigh: float
+    weight_sum: torch.Tensor
+
+
+def hat_weight(m: torch.Tensor) -> torch.Tensor:
+    """METHOD.md Eq. 9 weight: hat(m) = clip(4 min(m, 1 - m), 0, 1) for display values m in [0, 1]."""
+    return (4.0 * torch.minimum(m, 1.0 - m)).clamp(0.0, 1.0)
+
+
+def apply_response_lut(y: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Linearise display values with a per-channel table, interpolating linearly between entries.
+
+    y: [..., 3, H, W] display-encoded in [0, 1]; lut: [N, 3], lut[i, c] = linear value of code i / (N - 1) in
+    channel c. Returns linear values [..., 3, H, W] in the dtype of ``y``.
+    """
+    n = lut.shape[0]
+    table = lut.to(dtype=y.dtype, device=y.device).T.contiguous()  # [3, N]
+    pos = y.clamp(0.0, 1.0) * (n - 1)
+    i0 = pos.floor().clamp(0, n - 2).long()
+    frac = pos - i0
+    out = torch.empty_like(y)
+    for c in range(3):
+        i0_c = i0[..., c, :, :]
+        a, b = table[c][i0_c], table[c][i0_c + 1]
+        out[..., c, :, :] = a + (b - a) * frac[..., c, :, :]
+    return out
+
+
+def _check_lut(lut, argument: str = "response_lut") -> torch.Tensor:
+    lut = torch.as_tensor(lut)
+    if lut.ndim != 2 or lut.shape[1] != 3 or lut.shape[0] < 2:
+        raise InputError(argument, f"expected a table [N, 3] with N >= 2, got shape {tuple(lut.shape)}")
+    lut = lut.double()
+    if not torch.isfinite(lut).all() or (lut < 0).any() or not (lut[-1] > 0).all():
+        raise InputError(argument, "entries must be finite and >= 0, with a positive last entry per channel")
+    if (lut[1:] < lut[:-1]).any():
+        raise InputError(argument, "each channel must be non-decreasing in the code value")
+    return lut
+
+
+def _check_bracket(y, evs) -> tuple[torch.Tensor, list[float]]:
+    """Validate ``y`` [..., K, 3, H, W] in [0, 1] and ``evs`` (K unique EVs, in the frames' order)."""
+    if not isinstance(y, torch.Tensor) or y.ndim < 4 or y.shape[-3] != 3:
+        raise InputError("y", f"expected a tensor [..., K, 3, H, W], got {getattr(y, 'shape', type(y))}")
+    if not y.is_floating_point():
+        raise InputError("y", f"expected display values as floats in [0, 1], got dtype {y.dtype}")
+    sorted_evs = exposure.parse_ev_ladder(evs, argument="evs")  # finite, in range, unique
+    evs = list(sorted_evs) if isinstance(evs, str) else [float(e) for e in evs]
+    if y.shape[-4] != len(evs):
+        raise InputError("evs", f"{len(evs)} EVs for {y.shape[-4]} frames (y has shape {tuple(y.shape)})")
+    if not torch.isfinite(y).all():
+        raise InputError("y", "contains NaN or Inf")
+    if y.numel() and (y.min() < 0 or y.max() > 1):
+        raise InputError("y", f"values must be in [0, 1], got [{y.min().item():g}, {y.max().item():g}]")
+    return y, evs
+
+
+def _check_options(low: float, high: float, compute_dtype) -> None:
+    if not 0.0 <= low < high <= 1.0:
+        raise InputError("low/high", f"got low={low}, high={high}; accepted: 0 <= low < high <= 1")
+    if compute_dtype not in (torch.float32, torch.float64):
+        raise InputError("compute_dtype", f"got {compute_dtype}; accepted: torch.float32, torch.float64")
+
+
+def merge_bracket(
+    y: torch.Tensor,
+    evs: str | Sequence[float],
+    curve: response.DisplayCurve = "gamma2.2",
+    low: float = 0.02,
+    high: float = 0.98,
+    compute_dtype: torch.dtype = torch.float32,
+    response_lut: torch.Tensor | np.ndarray | None = None,
+) -> MergeResult:
+    """Merge a bracket into linear HDR with METHOD.md Eq. 9 and the documented fallbacks.
+
+    For each frame: x_e = decode(y_e); R_e = x_e / 2^e; w_e = hat(mean_c y_e) * valid_e, valid_e = every
+    channel strictly inside (low, high); then log H = sum_e w_e log R_e / sum_e w_e.
+
+    y: [..., K, 3, H, W] display-encoded in [0, 1] (any float dtype); evs: K distinct EVs in the frames' order
+    (a ladder string such as "-7:5:1" means the frames are in ascending EV order). ``curve`` linearises the
+    frames unless ``response_lut`` ([N, 3], code i / (N - 1) -> linear, e.g. a recovered camera response) is
+    given. Linear values are floored at the curve's value of half an 8-bit code (``FLOOR_DISPLAY``) so black
+    channels give a finite log. Sums run in ``compute_dtype`` (float32 or float64); frames are accumulated one
+    at a time, so memory is a few [..., 3, H, W] tensors whatever K is.
+    """
+    y, evs = _check_bracket(y, evs)
+    _check_options(low, high, compute_dtype)
+    if response_lut is not None:
+        lut = _check_lut(response_lut)
+        linearise = lambda v: apply_response_lut(v, lut)  # noqa: E731
+    else:
+        response.check_curve(curve)
+        linearise = lambda v: response.decode(v, curve)  # noqa: E731
+    floor_value = linearise(torch.full((3, 1, 1), FLOOR_DISPLAY, dtype=compute_dtype)).min().item()
+    floor_value = max(floor_value, 1e-12)  # a LUT may map its lowest codes to 0
+
+    k_min, k_max = int(np.argmin(evs)), int(np.argmax(evs))
+    num = den = log_r_darkest = log_r_brightest = saturated = None
+    for k, e in enumerate(evs):
+        y_e = y[..., k, :, :, :].to(compute_dtype)  # [..., 3, H, W]
+        # log R_e = log x_e - e ln 2, with x_e floored so black channels stay finite
+        log_r = torch.log(linearise(y_e).clamp_min(floor_value)) - e * math.log(2.0)
+        valid = ((y_e > low) & (y_e < high)).all(dim=-3)  # [..., H, W]
+        w = hat_weight(y_e.mean(dim=-3)) * valid
+        num = w.unsqueeze(-3) * log_r if num is None else num + w.unsqueeze(-3) * log_r
+        den = w if den is None else den + w
+        if k == k_min:
+            log_r_darkest, saturated = log_r, y_e.mean(dim=-3) >= SATURATED_MEAN
+        if k == k_max:
+            log_r_brightest = log_r
+    return _finish(num, den, log_r_darkest, log_r_brightest, saturated)
+
+
+def _finish(num, den, log_r_darkest, log_r_brightest, saturated) -> MergeResult:
+    """Eq. 9's ratio where some frame sees the pixel well, the fallbacks elsewhere."""
+    seen = den > 0  # [..., H, W]
+    log_h = num / torch.where(seen, den, torch.ones_like(den)).unsqueeze(-3)
+    fallback = torch.where(saturated.unsqueeze(-3), log_r_darkest, log_r_brightest)
+    log_h = torch.where(seen.unsqueeze(-3), log_h, fallback)
+    n_pixels = max(seen.numel(), 1)
+    phigh = ((~seen) & saturated).sum().item() / n_pixels
+    plow = ((~seen) & ~saturated).sum().item() / n_pixels
+    return MergeResult(hdr=torch.exp(log_h).float(), plow=plow, phigh=phigh, weight_sum=den.float())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real photographs: frames with exposure times, a known display curve or a recovered camera response.
+
+RESPONSES = ("curve", "debevec")
+
+
+def stack_frames(frames, argument: str = "frames") -> torch.Tensor:
+    """Frames as one float tensor [K, 3, H, W] in [0, 1]: ``frames`` is a sequence of display-encoded
+    [3, H, W] tensors of one size, or one [K, 3, H, W] tensor. Raises InputError naming ``argument``."""
+    if isinstance(frames, torch.Tensor):
+        frames = list(frames) if frames.ndim == 4 else [frames]
+    frames = list(frames)
+    if not frames:
+        raise InputError(argument, "no frames given; a bracket needs at least one")
+    for i, f in enumerate(frames):
+        if not isinstance(f, torch.Tensor) or f.ndim != 3 or f.shape[0] != 3 or not f.is_floating_point():
+            found = getattr(f, "shape", type(f))
+            raise InputError(argument, f"frame {i}: expected a float tensor [3, H, W], got {found}")
+    sizes = [tuple(f.shape[-2:]) for f in frames]
+    if len(set(sizes)) > 1:
+        listed = ", ".join(f"{h}x{w}" for h, w in sizes)
+        raise InputError(argument, f"frames differ in size (H x W: {listed}); all frames must have one size")
+    y = torch.stack([f.float() for f in frames])
+    if not torch.isfinite(y).all() or y.min() < 0 or y.max() > 1:
+        raise InputError(argument, "display values must be finite and in [0, 1]")
+    return y
+
+
+def exposure_times_to_evs(
+    exposure_times_s: Sequence[float], reference_time_s: float | None = None
+) -> tuple[list[float], float]:
+    """EVs e_k = log2(t_k / t_ref) for exposure times in seconds, and t_ref.
+
+    t_ref defaults to the middle exposure (sorted times, index (K - 1) // 2), so the merged 1.0 is that
+    frame's clipping level. Times must be finite, > 0 and distinct. Raises InputError naming the argument.
+    """
+    try:
+        times = [float(t) for t in exposure_times_s]
+    except (TypeError, ValueError):
+        found = repr(exposure_times_s)
+        raise InputError("exposure_times_s", f"expected seconds as numbers, got {found}") from None
+    if not times or any(not (math.isfinite(t) and t > 0) for t in times):
+        raise InputError("exposure_times_s", f"times must be finite and > 0 seconds, got {times}")
+    if len(set(times)) != len(times):
+        raise InputError("exposure_times_s", f"times must be distinct, got {times}")
+    if reference_time_s is None:
+        reference_time_s = sorted(times)[(len(times) - 1) // 2]
+    elif not (math.isfinite(reference_time_s) and reference_time_s > 0):
+        raise InputError("reference_time_s", f"got {reference_time_s}; accepted: a time > 0 seconds")
+    return [math.log2(t / reference_time_s) for t in times], float(reference_time_s)
+
+
+def recover_response_debevec(
+    frames,
+    exposure_times_s: Sequence[float],
+    samples: int = 400,
+    smoothing: float = 30.0,
+    max_side: int = 512,
+) -> np.ndarray:
+    """Camera response recovered from an 8-bit bracket (Debevec & Malik 1997), as a LUT [256, 3] float64.
+
+    Uses colour-hdri's ``camera_response_functions_Debevec1997`` (Grossberg 2003 histogram sampling with
+    ``samples`` samples, smoothing lambda = ``smoothing``, polynomial extrapolation at the codes its weight
+    ignores) on frames strided down to at most ``max_side`` pixels a side. frames: as in ``stack_frames``
+    (display values code / 255). Entry [i, c] is the linear exposure of code i in channel c.
+
+    Normalisation: each channel is made non-decreasing and >= 0, then divided by its value at code 255, so
+    linear 1.0 = code 255 = the clipping level, as ``response.decode(1.0) = 1`` for the display curves. The
+    recovered curve is defined only up to one scale per channel; fixing each at code 255 keeps clipped white
+    neutral (Debevec's solve leaves white balance to the caller).
+    """
+    import colour_hdri  # heavy; only this function needs it
+
+    y = stack_frames(frames)
+    exposure_times_to_evs(exposure_times_s)  # validates the times
+    if len(exposure_times_s) != y.shape[0]:
+        raise InputError("exposure_times_s", f"{len(exposure_times_s)} times for {y.shape[0]} frames")
+    if y.shape[0] < 2:
+        raise InputError("frames", "recovering a response needs 2 or more frames at different exposure times")
+    stride = max(1, math.ceil(max(y.shape[-2:]) / max_side))
+    stack = colour_hdri.ImageStack()
+    for y_k, t in zip(y[..., ::stride, ::stride], exposure_times_s):
+        # f-number 1 and ISO 12.5 make colour-hdri's log(1 / average_luminance) equal log t (its k = 12.5).
+        meta = colour_hdri.Metadata(f_number=1.0, exposure_time=float(t), iso=12.5)
+        stack.append(colour_hdri.Image(data=y_k.permute(1, 2, 0).double().numpy(), metadata=meta))
+    crfs = colour_hdri.camera_response_functions_Debevec1997(
+        stack, sampling_function_kwargs={"samples": samples}, l_s=smoothing, normalise=False
+    )  # [256, 3], exp(g(z)) up to a per-channel scale
+    crfs = np.maximum.accumulate(np.clip(crfs, 0.0, None), axis=0)
+    return crfs / crfs[-1:]
+
+
+def merge_photographs(
+    frames,
+    exposure_times_s: Sequence[float],
+    curve: response.DisplayCurve = "srgb",
+    response: str = "curve",
+    reference_time_s: float | None = None,
+    low: float = 0.02,
+    high: float = 0.98,
+    compute_dtype: torch.dtype = torch.float32,
+    samples: int = 400,
+) -> MergeResult:
+    """Merge real photographs taken at known exposure times into linear HDR (METHOD.md Eq. 9).
+
+    frames: K display-encoded 8-bit frames (sequence of [3, H, W] or one [K, 3, H, W], values code / 255),
+    aligned and of one size; exposure_times_s: K distinct times > 0 (e.g. from EXIF). EVs are
+    e_k = log2(t_k / t_ref) (``exposure_times_to_evs``): the output's 1.0 is the clipping level of the
+    reference frame (the middle exposure unless ``reference_time_s`` is given).
+    response: "curve" linearises with the display curve ``curve`` (sRGB for camera JPEGs); "debevec"
+    recovers the camera response from the frames (``recover_response_debevec``) and uses it instead.
+    """
+    if response not in RESPONSES:  # (the argument shadows the response module inside this function)
+        raise InputError("response", f"got {response!r}; accepted: {', '.join(RESPONSES)}")
+    y = stack_frames(frames)
+    evs, _ = exposure_times_to_evs(exposure_times_s, reference_time_s)
+    if len(evs) != y.shape[0]:
+        raise InputError("exposure_times_s", f"{len(evs)} times for {y.shape[0]} frames")
+    lut = None
+    if response == "debevec":
+        lut = torch.from_numpy(recover_response_debevec(y, exposure_times_s, samples=samples))
+    return merge_bracket(y, evs, curve, low=low, high=high, compute_dtype=compute_dtype, response_lut=lut)
