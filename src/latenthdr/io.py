@@ -37,7 +37,7 @@ from latenthdr._exr import (JSON_PREFIX, METADATA_PREFIX, READ_INFO_KEY, REC709_
 from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 __all__ = ["HdrImage", "LdrImage", "read_image", "read_hdr", "read_ldr", "exr_metadata", "check_output",
-           "atomic_output", "write_exr", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
+           "atomic_output", "write_exr", "check_bracket_dir", "write_bracket_dir", "read_bracket_dir", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
            "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "REC709_CHROMATICITIES", "METADATA_PREFIX",
            "JSON_PREFIX", "READ_INFO_KEY"]
 
@@ -458,6 +458,74 @@ def _check_linear_rgb(rgb, argument: str) -> np.ndarray:
     if negative:
         raise InputError(argument, f"{negative} negative values (min {a.min():.4g}); accepted: values >= 0")
     return a
+
+
+# ------------------------------------------------------------------------------ bracket directories
+BRACKET_JSON = "bracket.json"
+BRACKET_FORMAT = "latenthdr-bracket-v1"
+
+
+def bracket_frame_name(index: int, ev: float) -> str:
+    """File name of frame ``index`` at exposure ``ev`` in a bracket directory, e.g. ``frame_03_ev-4.png``."""
+    return f"frame_{index:02d}_ev{ev:+g}.png"
+
+
+def check_bracket_dir(path, overwrite: bool, argument: str = "output") -> Path:
+    """A directory that may receive a bracket: missing (its parent must exist), empty, or holding a previous
+    bracket that ``overwrite`` allows replacing. Anything else is refused: we never write into a folder of
+    the user's files."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise InputError(argument, f"{d}: exists and is not a directory")
+    if not d.exists():
+        if not d.parent.is_dir():
+            raise InputError(argument, f"{d}: parent directory {d.parent} does not exist; create it first")
+        return d
+    entries = list(d.iterdir())
+    if entries and not (d / BRACKET_JSON).is_file():
+        raise InputError(argument, f"{d}: not empty and holds no {BRACKET_JSON}; give a new or empty directory")
+    if entries and not overwrite:
+        raise OutputExistsError(d)
+    return d
+
+
+def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, overwrite: bool = False) -> list[Path]:
+    """Write display-encoded frames (each [H, W, 3] in [0, 1]) as 8-bit PNGs plus ``bracket.json`` (EVs, file
+    names and ``metadata``). Each file is written atomically; bracket.json goes last, so a directory whose
+    bracket.json is missing is incomplete. Returns the frame paths."""
+    d = check_bracket_dir(path, overwrite)
+    if len(frames) != len(evs):
+        raise InputError("frames", f"{len(frames)} frames for {len(evs)} EVs")
+    d.mkdir(exist_ok=True)
+    old = json.loads((d / BRACKET_JSON).read_text()) if (d / BRACKET_JSON).is_file() else {}
+    names = [bracket_frame_name(i, float(e)) for i, e in enumerate(evs)]
+    paths = [write_png(d / name, frame, overwrite=True) for name, frame in zip(names, frames)]
+    for stale in set(old.get("frames", [])) - set(names):  # frames of the replaced bracket only
+        with contextlib.suppress(OSError):
+            (d / Path(stale).name).unlink()
+    write_json(d / BRACKET_JSON, {"format": BRACKET_FORMAT, **metadata, "evs": [float(e) for e in evs],
+                                  "frames": names}, overwrite=True)
+    return paths
+
+
+def read_bracket_dir(path, argument: str = "input") -> tuple[list[np.ndarray], list[float], dict]:
+    """Read a bracket directory written by ``write_bracket_dir``: (frames [H, W, 3] display, EVs, metadata).
+    Missing or malformed bracket.json, missing frames and frames of different sizes raise InputError."""
+    d = Path(path)
+    try:
+        meta = json.loads((d / BRACKET_JSON).read_text(encoding="utf-8"))
+        evs, names = [float(e) for e in meta["evs"]], [str(n) for n in meta["frames"]]
+    except FileNotFoundError:
+        raise InputError(argument, f"{d}: no {BRACKET_JSON}; expected a directory made by `latenthdr bracket`") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(argument, f"{d / BRACKET_JSON}: malformed ({exc}); expected keys evs and frames") from None
+    if len(evs) != len(names) or not names:
+        raise InputError(argument, f"{d / BRACKET_JSON}: {len(names)} frames for {len(evs)} EVs")
+    frames = [read_ldr(d / Path(name).name, argument).pixels for name in names]
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise InputError(argument, f"{d}: frames have different sizes {sorted(sizes)}")
+    return frames, evs, meta
 
 
 # --------------------------------------------------------------------------------- torch layout

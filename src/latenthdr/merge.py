@@ -136,6 +136,11 @@ def merge_bracket(
     else:
         response.check_curve(curve)
         linearise = lambda v: response.decode(v, curve)  # noqa: E731
+    return _merge_frames(y, evs, linearise, low, high, compute_dtype)
+
+
+def _merge_frames(y, evs, linearise, low, high, compute_dtype) -> MergeResult:
+    """Eq. 9 over validated frames; ``evs`` need not be unique here (calibrated frames may share an EV)."""
     floor_value = linearise(torch.full((3, 1, 1), FLOOR_DISPLAY, dtype=compute_dtype)).min().item()
     floor_value = max(floor_value, 1e-12)  # a LUT may map its lowest codes to 0
 
@@ -290,3 +295,86 @@ def merge_photographs(
     if response == "debevec":
         lut = torch.from_numpy(recover_response_debevec(y, exposure_times_s, samples=samples))
     return merge_bracket(y, evs, curve, low=low, high=high, compute_dtype=compute_dtype, response_lut=lut)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image-to-HDR with the input kept: METHOD.md's optional "v1" post-process, with calibrated predicted frames.
+
+MIN_CALIBRATION_PIXELS = 64  # fewer jointly well-exposed pixels than this: the frame borrows a neighbour's gain
+
+
+def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98) -> list[float]:
+    """Per-frame gain g_e that makes predicted frame e agree with the input on the radiance they both see.
+
+    g_e = exp(median(log Y_in - log Y_e)) over pixels that the input and frame e both see well (all channels in
+    (low, high)), Y the Rec.709 luminance of the radiance estimates R_in = decode(image), R_e = decode(y_e) / 2^e.
+    A frame with fewer than MIN_CALIBRATION_PIXELS such pixels takes the gain of the nearest calibrated frame in
+    EV (1 if none is). image: [3, H, W]; y: [K, 3, H, W]; both display-encoded in [0, 1].
+    """
+    r_in = response.luminance(response.decode(image.double(), curve), channel_axis=-3)
+    seen_in = ((image > low) & (image < high)).all(dim=-3)
+    gains: list[float | None] = []
+    for k, e in enumerate(evs):
+        y_e = y[k].double()
+        both = seen_in & ((y_e > low) & (y_e < high)).all(dim=-3)
+        r_e = response.luminance(response.decode(y_e, curve), channel_axis=-3) / 2.0**e
+        both &= (r_in > 0) & (r_e > 0)
+        ok = int(both.sum()) >= MIN_CALIBRATION_PIXELS
+        gains.append(float(torch.exp(torch.median(r_in[both].log() - r_e[both].log()))) if ok else None)
+    known = [k for k, g in enumerate(gains) if g is not None]
+    for k, g in enumerate(gains):
+        if g is None:
+            gains[k] = gains[min(known, key=lambda j: abs(evs[j] - evs[k]))] if known else 1.0
+    return gains
+
+
+def merge_with_input(
+    image: torch.Tensor,
+    y: torch.Tensor,
+    evs: Sequence[float],
+    curve: response.DisplayCurve = "gamma2.2",
+    low: float = 0.02,
+    high: float = 0.98,
+    knee: float = 0.1,
+) -> MergeResult:
+    """Input-preserving image-to-HDR merge (METHOD.md "v1" post-process, as LEDiff / HDRCNN, with calibration).
+
+    The real input is the exact EV-0 frame; predicted frames speak only where it is clipped or black:
+    1. each predicted frame is calibrated to the input (``calibration_gains``: an EV shift of -log2 g_e);
+    2. H_pred = Eq. 9 over the calibrated predicted frames;
+    3. alpha = how far the input's brightest channel is into the top ``knee`` of its range, or its darkest
+       channel into the bottom ``knee`` (0 well inside, 1 at ``high`` / ``low``); H = (1 - alpha) R_in + alpha H_pred;
+    4. physical bounds: an unclipped 8-bit input channel pins the radiance to its quantisation bin
+       [decode(y - 0.5/255), decode(y + 0.5/255)], a clipped one to at least decode(1 - 0.5/255).
+    image: [B, 3, H, W] or [3, H, W] display-encoded 8-bit input; y: [B, K, 3, H, W] (or [K, 3, H, W]) predicted
+    frames; evs: their K EVs. Returns a MergeResult whose plow / phigh are those of H_pred's merge.
+    """
+    response.check_curve(curve)
+    y, evs = _check_bracket(y, evs)
+    if image.shape[-3:] != y.shape[-3:] or image.shape[:-3] != y.shape[:-4]:
+        raise InputError("image", f"shape {tuple(image.shape)} does not match frames {tuple(y.shape)}")
+    batch_image, batch_y = image.reshape(-1, *image.shape[-3:]), y.reshape(-1, *y.shape[-4:])
+    results = [_merge_one_with_input(i, f, evs, curve, low, high, knee) for i, f in zip(batch_image, batch_y)]
+    hdr = torch.stack([r.hdr for r in results]).reshape(image.shape)
+    weight = torch.stack([r.weight_sum for r in results]).reshape(image.shape[:-3] + image.shape[-2:])
+    n = len(results)
+    return MergeResult(hdr, sum(r.plow for r in results) / n, sum(r.phigh for r in results) / n, weight)
+
+
+def _merge_one_with_input(image, y, evs, curve, low, high, knee) -> MergeResult:
+    """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W]."""
+    image = image.double()
+    gains = calibration_gains(image, y, evs, curve, low, high)
+    shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
+    pred = _merge_frames(y, shifted, lambda v: response.decode(v, curve), low, high, torch.float64)
+    r_in = response.decode(image, curve)
+    a_high = ((image.amax(dim=-3) - (high - knee)) / knee).clamp(0.0, 1.0)
+    a_low = (((low + knee) - image.amin(dim=-3)) / knee).clamp(0.0, 1.0)
+    alpha = torch.maximum(a_high, a_low).unsqueeze(-3)  # [1, H, W]
+    hdr = (1.0 - alpha) * r_in + alpha * pred.hdr.double()
+    half_code = 0.5 / CODE_VALUES_8BIT
+    clipped = image >= 1.0 - half_code
+    lower = response.decode((image - half_code).clamp(0.0, 1.0), curve)
+    upper = torch.where(clipped, torch.full_like(image, math.inf), response.decode(image + half_code, curve))
+    hdr = torch.minimum(torch.maximum(hdr, lower), upper)
+    return MergeResult(hdr.float(), pred.plow, pred.phigh, pred.weight_sum)

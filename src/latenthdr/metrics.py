@@ -185,16 +185,25 @@ def _pu_pair(pred, ref, peak_nits, align, mask, luminance_only: bool):
     return pu21_encode(pred * s), pu21_encode(ref * s)  # per channel, as the reference code does
 
 
-def pu21_psnr(pred, ref, peak_nits: float = DEFAULT_PEAK_NITS, align: bool = False, mask=None) -> float:
+def pu21_psnr(pred, ref, peak_nits: float = DEFAULT_PEAK_NITS, align: bool = False, mask=None,
+              region=None) -> float:
     """PU21-PSNR in dB: 10 log10(256^2 / MSE), MSE over all pixels and channels of the per-channel
     PU21-encoded RGB values (gfxdisp/pu21 ``pu21_metric(..., 'PSNR')``).
 
     pred, ref: linear ``[..., 3, H, W]``, same shape; both are multiplied by ``peak_scale(ref,
     peak_nits)``. With ``align``, pred is first multiplied by ``align_scale(pred, ref, mask)``; ``mask``
-    is used for that fit only. Identical images give ``math.inf``.
+    is used for that fit only. ``region`` (bool ``[..., H, W]``, default all pixels) restricts the MSE to
+    those pixels; the peak mapping still uses the whole reference. Identical images give ``math.inf``.
     """
     Vp, Vr = _pu_pair(pred, ref, peak_nits, align, mask, luminance_only=False)
-    mse = (Vp - Vr).square().mean().item()
+    sq = (Vp - Vr).square()
+    if region is None:
+        mse = sq.mean().item()
+    else:
+        r = _mask(region, sq.shape[:-3] + sq.shape[-2:], sq.device).unsqueeze(-3).expand_as(sq)
+        if not r.any():
+            raise InputError("region", "selects no pixel")
+        mse = sq[r].mean().item()
     return math.inf if mse == 0 else 10.0 * math.log10(PU21_PEAK**2 / mse)
 
 
@@ -349,3 +358,31 @@ def fallback_fractions(y: torch.Tensor, low: float = VALID_LOW, high: float = VA
     high_end = none_valid & (darkest >= SATURATED_MEAN)
     n = none_valid.numel()
     return {"plow": (none_valid & ~high_end).sum().item() / n, "phigh": high_end.sum().item() / n}
+
+
+# ------------------------------------------------------------------------------------------- reports
+def compare_hdr(pred: torch.Tensor, ref: torch.Tensor, peak_nits: float = DEFAULT_PEAK_NITS, align: bool = True,
+                mask: torch.Tensor | None = None) -> dict:
+    """Every reference-based metric of ``pred`` against ``ref`` (linear ``[3, H, W]``), as one report.
+
+    With ``align`` the global scale of pred is fitted over ``mask`` (e.g. the LDR input's well-exposed pixels,
+    ``well_exposed_mask``; all pixels when None) and applied before every metric; the scale is reported.
+    Panoramas (2:1) also get ``seam_error`` of pred.
+    """
+    pred, ref = _pair64(pred, ref)
+    scale = align_scale(pred, ref, mask) if align else 1.0
+    aligned = pred * scale
+    report = {
+        "align_scale": scale,
+        "stops_pred": stops(aligned),
+        "stops_ref": stops(ref),
+        "pu21_psnr": pu21_psnr(aligned, ref, peak_nits=peak_nits),
+        "pu21_ssim": pu21_ssim(aligned, ref, peak_nits=peak_nits),
+        "log_error_stops": log_error_stops(aligned, ref),
+    }
+    if mask is not None:
+        report["log_error_stops_outside_mask"] = log_error_stops(aligned, ref, ~_mask(mask, ref.shape[:-3] +
+                                                                                   ref.shape[-2:], ref.device))
+    if abs(ref.shape[-1] - 2 * ref.shape[-2]) <= 0.01 * ref.shape[-1]:
+        report["seam_pred"] = seam_error(aligned)
+    return report

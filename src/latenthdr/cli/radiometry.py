@@ -25,8 +25,9 @@ def register(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="IN", help="a bracket directory (with bracket.json) or 2+ images")
     p.add_argument("-o", "--output", required=True, metavar="OUT.exr", help="output EXR (or .hdr)")
     p.add_argument("--times", help="exposure times in seconds for photographs, e.g. 1/8,1,8 (default: EXIF)")
-    p.add_argument("--response", default="srgb", choices=("srgb", "gamma2.2", "debevec"),
-                   help="photographs: the display curve, or recover the response (Debevec 1997)")
+    p.add_argument("--response", default="debevec", choices=("debevec", "srgb", "gamma2.2"),
+                   help="photographs: recover the camera response from the frames (Debevec 1997, default) "
+                        "or assume a display curve")
     p.add_argument("--restore-scale", action="store_true",
                    help="bracket directory: divide by its EV-0 scale to return to the source's units")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
@@ -128,11 +129,16 @@ def _merge_photographs(args):
         if missing:
             raise InputError("--times", f"no EXIF exposure time in {', '.join(missing)}; give --times")
         times = [float(im.exif["exposure_time_s"]) for im in images]
+    sizes = {im.pixels.shape[:2] for im in images}
+    if len(sizes) > 1:
+        raise InputError("IN", f"the photographs differ in size (H, W): {sorted(sizes)}; a bracket needs one size")
     frames = torch.stack([io.to_tensor(im.pixels) for im in images])
     curve = "srgb" if args.response == "debevec" else args.response
     response = "debevec" if args.response == "debevec" else "curve"
     result = merge.merge_photographs(frames, times, curve=curve, response=response)
-    return result, {"exposure_times_s": times, "response": args.response, "evs": result.evs,
+    evs, reference_time_s = merge.exposure_times_to_evs(times)
+    return result, {"exposure_times_s": times, "response": args.response, "evs": evs,
+                    "reference_time_s": reference_time_s,
                     "sources": [str(p) for p in args.inputs]}
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's evaluations rebuilt on data we hold (DESIGN.md "Evaluation")."""

@@ -1,0 +1,118 @@
+"""LDR-to-HDR benchmark: the SI-HDR protocol (Hanji et al. 2022; DESIGN.md "Evaluation") on held-out HDR files.
+
+For each reference HDR and each clipped fraction c:
+1. anchor the reference so a fraction c of its pixels clip at EV 0 (``exposure.anchor``), giving ``ref``;
+2. make the LDR input as the paper's bracket frame at EV 0: 8-bit gamma-2.2 (``exposure.synthesize_bracket``);
+3. reconstruct with each method, align its global scale to ``ref`` over the input's well-exposed pixels
+   (``metrics.align_scale``), then score: stops (METHOD.md), PU21-PSNR (SI-HDR peak mapping, 4000 cd/m2) and the
+   RMS error in stops of luminance over the input's clipped pixels (any channel at code 255).
+Methods: ``input`` (the linearised input: no expansion), ``oracle`` (the true bracket merged: the ceiling for any
+head), and whatever reconstructions the caller passes (the head, with and without the input-preserving blend).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from latenthdr import exposure, merge, metrics, response
+
+Reconstructor = Callable[[torch.Tensor, Sequence[float]], torch.Tensor]  # (ldr [3,H,W], evs) -> hdr [3,H,W]
+CLIPPED_CODE = 1.0 - 0.5 / 255.0  # display value at or above which an 8-bit channel is saturated
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark input. ref: [3,H,W] linear anchored reference; ldr: [3,H,W] 8-bit gamma-2.2 input."""
+
+    name: str
+    clip_fraction: float
+    ref: torch.Tensor
+    ldr: torch.Tensor
+
+
+def make_case(name: str, H: torch.Tensor, clip_fraction: float) -> Case:
+    """Anchor ``H`` [3,H,W] so ``clip_fraction`` of its pixels clip at EV 0 and make the 8-bit input."""
+    ref, _ = exposure.anchor(H, clipped_fraction=clip_fraction)
+    ldr = exposure.synthesize_bracket(ref, [0.0], curve="gamma2.2", bits=8)[0]
+    return Case(name, clip_fraction, ref, ldr)
+
+
+def clipped_mask(ldr: torch.Tensor) -> torch.Tensor:
+    """Pixels [..., H, W] whose 8-bit input has any channel saturated."""
+    return ldr.amax(dim=-3) >= CLIPPED_CODE
+
+
+def score(pred: torch.Tensor, case: Case, peak_nits: float = metrics.DEFAULT_PEAK_NITS) -> dict:
+    """Align ``pred`` [3,H,W] to the reference over the input's well-exposed pixels, then score it."""
+    well = metrics.well_exposed_mask(case.ldr)
+    aligned = pred * metrics.align_scale(pred, case.ref, well)
+    clipped = clipped_mask(case.ldr)
+    error = metrics.log_error_stops(aligned, case.ref, clipped) if clipped.any() else {"rms": float("nan")}
+    return {
+        "stops": metrics.stops(aligned),
+        "pu21_psnr": metrics.pu21_psnr(aligned, case.ref, peak_nits=peak_nits),
+        "clipped_rms_stops": error["rms"],
+    }
+
+
+def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
+    """Baseline with no expansion: the input's display curve inverted (clipped pixels stay at 1)."""
+    return response.decode(ldr, "gamma2.2")
+
+
+def oracle(case: Case, evs: Sequence[float]) -> torch.Tensor:
+    """The ceiling: the true 8-bit bracket of the reference, merged with METHOD.md Eq. 9."""
+    return merge.merge_bracket(exposure.synthesize_bracket(case.ref, evs), evs).hdr
+
+
+def run(
+    cases: Sequence[Case], evs: Sequence[float], methods: Mapping[str, Reconstructor], progress=None
+) -> list[dict]:
+    """Score ``input``, ``oracle`` and every method on every case; one row per (case, method)."""
+    rows = []
+    for case in cases:
+        preds = {"input": linearised_input(case.ldr, evs), "oracle": oracle(case, evs)}
+        preds.update({name: fn(case.ldr, evs) for name, fn in methods.items()})
+        for method, pred in preds.items():
+            rows.append({"image": case.name, "clip_fraction": case.clip_fraction, "method": method,
+                         "ref_stops": metrics.stops(case.ref), **score(pred, case)})
+        if progress is not None:
+            progress(case)
+    return rows
+
+
+def summarise(rows: Sequence[dict]) -> list[dict]:
+    """Mean of each metric per (clip fraction, method), with each method's gain over the linearised input."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["clip_fraction"], row["method"]), []).append(row)
+    table = []
+    for (clip, method), group in groups.items():
+        entry = {"clip_fraction": clip, "method": method, "n": len(group)}
+        for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops"):
+            values = [r[key] for r in group if math.isfinite(r[key])]
+            entry[key] = statistics.fmean(values) if values else float("nan")
+        table.append(entry)
+    for entry in table:
+        base = next(e for e in table if e["clip_fraction"] == entry["clip_fraction"] and e["method"] == "input")
+        entry["psnr_gain_db"] = entry["pu21_psnr"] - base["pu21_psnr"]
+        entry["clipped_error_ratio"] = entry["clipped_rms_stops"] / base["clipped_rms_stops"]
+    return table
+
+
+def markdown_table(table: Sequence[dict]) -> str:
+    """The summary as a Markdown table (for docs/)."""
+    lines = ["| clip | method | n | stops (ref) | PU21-PSNR dB | vs input dB | clipped RMS stops | vs input |",
+             "|---|---|---|---|---|---|---|---|"]
+    for e in table:
+        lines.append(
+            f"| {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | {e['stops']:.2f} ({e['ref_stops']:.2f}) | "
+            f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['clipped_rms_stops']:.3f} | "
+            f"{e['clipped_error_ratio']:.2f}x |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""``latenthdr train MODEL``: training jobs. ``train head`` now; ``train codec`` / ``train prior`` register the
+same way (one ``_register_<model>`` function adding a sub-parser with ``set_defaults(handler=...)``).
+
+The CLI validates every option here, naming the flag, then calls the library (imported lazily, so
+``latenthdr --help`` does not import torch models).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+
+from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.errors import InputError, OutputExistsError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model: the exposure head (train head)")
+    models = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+    _register_head(models)
+
+
+def _register_head(models) -> None:
+    p = models.add_parser("head", help="train an exposure head for a codec's latent space on HDR panoramas",
+                          description="Train an exposure head (METHOD.md L_ev) on latents cached once from HDR "
+                                      "panoramas; resumable; writes RUN_DIR/head.safetensors (EMA weights).")
+    p.add_argument("--codec", required=True, help="latent codec spec: taef2, a diffusers VAE folder or hub id")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of training HDR panoramas (.hdr/.exr)")
+    p.add_argument("--val", required=True, metavar="DIR", help="folder of validation HDR panoramas")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder: start:stop:step or a list (default -7:5:1)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (config, log, checkpoints, head)")
+    p.add_argument("--preset", default="base", help="head architecture preset: tiny, small, base, large (default base)")
+    p.add_argument("--samples", type=int, default=360, help="training samples cached (default 360)")
+    p.add_argument("--val-samples", type=int, default=40, help="validation samples cached (default 40)")
+    p.add_argument("--crop-size", type=int, default=128, help="perspective crop size, pixels (default 128)")
+    p.add_argument("--pano-size", default="256x128", help="whole-panorama sample size WxH, W = 2H (default 256x128)")
+    p.add_argument("--pano-fraction", type=float, default=0.3, help="fraction of samples that are panoramas")
+    p.add_argument("--batch-size", type=int, default=8, help="scenes per step, each with every EV (default 8)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
+    p.add_argument("--steps", type=int, help="optimizer steps; the cosine schedule spans them (default 2000 "
+                                             "unless only --minutes is given: then constant lr after warmup)")
+    p.add_argument("--minutes", type=float, help="wall-time limit in minutes (cumulative over resumes)")
+    p.add_argument("--warmup", type=int, default=50, help="lr warmup steps (default 50)")
+    p.add_argument("--ema-half-life", type=float, default=100.0, help="EMA half-life in steps (default 100)")
+    p.add_argument("--val-every", type=int, default=100, help="steps between validations (default 100)")
+    p.add_argument("--merged-every", type=int, default=5, help="merged-HDR metrics every N validations (default 5)")
+    p.add_argument("--merged-samples", type=int, default=4, help="val samples decoded and merged (default 4)")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
+    p.add_argument("--pixel-loss", type=float, default=0.0, help="weight of the decoded PU21 pixel loss (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
+    p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    add_overwrite(p)
+    p.set_defaults(handler=run_head)
+
+
+def run_head(args) -> int:
+    options = head_options(args)
+    run_dir = Path(args.out)
+    _check_run_dir(run_dir, args.resume, args.overwrite)
+    command = head_command(options, args.out)
+    if args.dry_run:
+        print_json({"run_dir": str(run_dir), "cache": options.cache or str(run_dir / "cache"), "command": command,
+                    "options": options.to_dict(), "loop": asdict(options.loop_config()), "dry_run": True})
+        return 0
+    from latenthdr.training.head import train_head
+
+    result = train_head(options, run_dir, resume=args.resume, overwrite=args.overwrite,
+                        progress=not args.no_progress, command=command)
+    keys = ("latent_mse", "identity_mse", "identity_over_head", "merged_pu21_psnr", "oracle_pu21_psnr",
+            "input_pu21_psnr", "merged_stops", "reference_stops")
+    print_json({"run_dir": str(result.run_dir), "head": str(result.head_path), "steps": result.steps,
+                "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
+                "cache_build_s": result.cache_build_s,
+                "final_val": {k: result.final_val[k] for k in keys if k in result.final_val}})
+    return 0
+
+
+def head_options(args):
+    """Validate the ``train head`` flags -> HeadTrainOptions (InputError names the flag)."""
+    from latenthdr import exposure
+    from latenthdr.training import data
+    from latenthdr.training.head import HeadTrainOptions
+
+    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    if len(evs) < 2:
+        raise InputError("--evs", f"got {args.evs!r}; accepted: a ladder of at least 2 EVs")
+    _check_preset(args.preset)
+    _int_at_least("--samples", args.samples, 1)
+    _int_at_least("--val-samples", args.val_samples, 0)
+    _int_at_least("--crop-size", args.crop_size, 8, multiple=8)
+    pano_w, pano_h = _parse_pano_size(args.pano_size)
+    _number_in("--pano-fraction", args.pano_fraction, 0.0, 1.0)
+    for flag, value in (("--batch-size", args.batch_size), ("--val-every", args.val_every),
+                        ("--merged-every", args.merged_every),
+                        ("--checkpoint-every", args.checkpoint_every)):
+        _int_at_least(flag, value, 1)
+    _int_at_least("--merged-samples", args.merged_samples, 0)
+    _int_at_least("--warmup", args.warmup, 0)
+    _int_at_least("--seed", args.seed, 0)
+    _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
+    _number_in("--pixel-loss", args.pixel_loss, 0.0, math.inf)
+    _number_in("--ema-half-life", args.ema_half_life, 0.0, math.inf, open_low=True)
+    steps = args.steps if args.steps is not None or args.minutes is not None else 2000
+    if steps is not None:
+        _int_at_least("--steps", steps, 1)
+    if args.minutes is not None:
+        _number_in("--minutes", args.minutes, 0.0, math.inf, open_low=True)
+    for flag, folder in (("--data", args.data), ("--val", args.val)):
+        data.list_hdr_files(folder, flag)
+    sampling = data.SamplingConfig(crop_size=args.crop_size, pano_width=pano_w, pano_height=pano_h,
+                                   pano_fraction=args.pano_fraction)
+    return HeadTrainOptions(
+        codec=args.codec, data=args.data, val=args.val, evs=evs, preset=args.preset, samples=args.samples,
+        val_samples=args.val_samples, sampling=sampling, batch_size=args.batch_size, lr=args.lr, steps=steps,
+        minutes=args.minutes, warmup_steps=args.warmup, ema_half_life_steps=args.ema_half_life,
+        val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
+        checkpoint_every=args.checkpoint_every,
+        pixel_loss=args.pixel_loss, seed=args.seed, cache=args.cache)
+
+
+def head_command(options, out: str) -> str:
+    """The canonical command line that reproduces ``options`` (recorded in the run and the head's metadata)."""
+    from latenthdr.exposure import format_ev_ladder
+
+    s = options.sampling
+    parts = ["latenthdr", "train", "head", "--codec", options.codec, "--data", options.data, "--val", options.val,
+             "--evs", format_ev_ladder(options.evs), "--out", out, "--preset", options.preset,
+             "--samples", options.samples, "--val-samples", options.val_samples, "--crop-size", s.crop_size,
+             "--pano-size", f"{s.pano_width}x{s.pano_height}", "--pano-fraction", s.pano_fraction, "--batch-size", options.batch_size,
+             "--lr", options.lr, "--warmup", options.warmup_steps, "--ema-half-life", options.ema_half_life_steps,
+             "--val-every", options.val_every, "--merged-every", options.merged_every,
+             "--merged-samples", options.merged_samples,
+             "--checkpoint-every", options.checkpoint_every, "--pixel-loss", options.pixel_loss, "--seed", options.seed]
+    parts += ["--steps", options.steps] if options.steps is not None else []
+    parts += ["--minutes", options.minutes] if options.minutes is not None else []
+    parts += ["--cache", options.cache] if options.cache else []
+    return shlex.join(str(p) for p in parts)
+
+
+def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError("--out", f"{run_dir} is a file; accepted: a run folder")
+    if resume and not (run_dir / "config.json").is_file():
+        raise InputError("--resume", f"{run_dir}: no run to resume")
+    if not resume and not overwrite and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise OutputExistsError(run_dir)
+
+
+def _check_preset(preset: str) -> None:
+    from latenthdr.models.head import HEAD_PRESETS
+
+    if preset not in HEAD_PRESETS:
+        raise InputError("--preset", f"unknown preset {preset!r}; accepted: {', '.join(HEAD_PRESETS)}")
+
+
+def _parse_pano_size(spec: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in spec.lower().split("x"))
+    except ValueError:
+        raise InputError("--pano-size", f"cannot parse {spec!r}; accepted: WxH such as 256x128") from None
+    if height < 8 or width != 2 * height or height % 8:
+        raise InputError("--pano-size", f"got {spec!r}; accepted: W = 2 H, H a multiple of 8 (>= 8)")
+    return width, height
+
+
+def _int_at_least(flag: str, value, low: int, multiple: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or value % multiple:
+        extra = f", a multiple of {multiple}" if multiple > 1 else ""
+        raise InputError(flag, f"got {value!r}; accepted: an integer >= {low}{extra}")
+
+
+def _number_in(flag: str, value, low: float, high: float, open_low: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value > low if open_low else value >= low)
+    if not ok or value > high:
+        bound = f"> {low:g}" if open_low else f">= {low:g}"
+        raise InputError(flag, f"got {value!r}; accepted: a number {bound}" + (f" and <= {high:g}" if high < math.inf else ""))

@@ -1,0 +1,370 @@
+"""Latent codecs: display-encoded images <-> one VAE's normalised latent space.
+
+One small interface, :class:`LatentCodec`:
+- ``encode(y)``: y [B, 3, H, W], display-encoded RGB in [0, 1] -> z [B, C, H/d, W/d], the encoder's posterior
+  mean in the model's *normalised* latent space (the space a diffusion backbone works in);
+- ``decode(z)``: z [B, C, h, w] normalised -> y [B, 3, h*d, w*d] display-encoded in [0, 1], clamped.
+Each adapter owns its model's conventions, converted once here: the image range ([0, 1] for ours, [-1, 1] for
+diffusers VAEs) and the latent normalisation read from the model (``scaling_factor``/``shift_factor`` in its
+config, or the FLUX.2 VAE's stored batch-norm statistics). Nothing else in latenthdr scales latents.
+
+Adapters: :class:`DiffusersKLCodec` (diffusers ``AutoencoderKL``: SD 1.x/2.x, SDXL, SD3, FLUX.1),
+:class:`Flux2Codec` (``AutoencoderKLFlux2``) and :class:`TinyCodec` (``AutoencoderTiny``: the TAESD family and
+TAEF2). :func:`load_codec` builds one from a spec. diffusers is imported lazily, inside the loaders.
+
+Batches: encode/decode take one leading batch axis and run in chunks of ``chunk_size`` images, so peak memory
+does not grow with the batch (a bracket of any length); :func:`encode_bracket`/:func:`decode_bracket` flatten
+[B, K, ...] for callers. Panoramas (2:1 equirectangular): ``panorama=True`` pads circularly by
+``wrap_columns`` latent columns (``wrap_columns * d`` pixels) on both sides before the network and crops after,
+so the result is continuous across the +-180 degree seam. The defaults (8 latent columns for the tiny
+codecs, 16 for KL VAEs) cover most of the networks' receptive fields; global layers (attention, GroupNorm)
+see slightly different statistics, so the wrap is approximate for them (measured in tests/test_codecs.py).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latenthdr.errors import InputError
+
+# (latent_channels, scaling_factor, shift_factor or None) -> latent-space id, for diffusers AutoencoderKL.
+KNOWN_KL_SPACES = {
+    (4, 0.18215, None): "sd",
+    (4, 0.13025, None): "sdxl",
+    (16, 1.5305, 0.0609): "sd3",
+    (16, 0.3611, 0.1159): "flux1",
+}
+CODEC_SPEC_FORMS = ("'taef2'", "'taef2:/dir/with/taef2_*.pth'", "a local diffusers VAE directory (config.json) "
+                    "or pipeline directory (vae/config.json)", "a Hugging Face hub id 'org/name' (subfolder 'vae')")
+
+
+class LatentCodec(abc.ABC):
+    """An image <-> latent codec of one latent space (module docstring has the contract).
+
+    Attributes: ``space`` (latent-space id, e.g. "taef2", "flux1", "sdxl"; heads record it), ``latent_channels``
+    (C), ``downscale`` (d, 8 for every released model), ``wrap_columns`` (panorama padding, latent columns),
+    ``module`` (the wrapped torch module, frozen, eval mode).
+    Adapters implement ``_encode_raw``/``_decode_raw`` (model-native latents) and, when the model scales its
+    latents, ``normalise``/``denormalise``.
+    """
+
+    default_wrap_columns = 8  # latent columns of circular padding per side for panoramas
+
+    def __init__(self, module: nn.Module, space: str, latent_channels: int, downscale: int,
+                 wrap_columns: int | None = None):
+        self.module = module.eval().requires_grad_(False)
+        self.space = space
+        self.latent_channels = int(latent_channels)
+        self.downscale = int(downscale)
+        self.wrap_columns = int(self.default_wrap_columns if wrap_columns is None else wrap_columns)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(space={self.space!r}, latent_channels={self.latent_channels}, "
+                f"downscale={self.downscale}, device={self.device}, dtype={self.dtype})")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "LatentCodec":
+        """Move the wrapped model (in place) and return self."""
+        nn.Module.to(self.module, device=device, dtype=dtype)  # diffusers' .to() logs a warning for any dtype
+        return self
+
+    @abc.abstractmethod
+    def _encode_raw(self, y: torch.Tensor) -> torch.Tensor:
+        """y [n, 3, H, W] display [0, 1], model dtype/device -> model-native latent [n, C, H/d, W/d]."""
+
+    @abc.abstractmethod
+    def _decode_raw(self, z_raw: torch.Tensor) -> torch.Tensor:
+        """Model-native latent [n, C, h, w] -> display-encoded image [n, 3, h*d, w*d], about [0, 1], unclamped."""
+
+    def normalise(self, z_raw: torch.Tensor) -> torch.Tensor:
+        """Model-native latent -> normalised latent (float32). Identity unless the model scales its latents."""
+        return z_raw
+
+    def denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latent -> model-native latent (float32); inverse of :meth:`normalise`."""
+        return z
+
+    def encode(self, y: torch.Tensor, *, chunk_size: int = 4, panorama: bool = False,
+               grad: bool = False) -> torch.Tensor:
+        """Images -> normalised posterior-mean latents.
+
+        y: [B, 3, H, W] float, display-encoded RGB in [0, 1], H and W multiples of ``downscale``.
+        Returns z [B, C, H/d, W/d] with y's dtype and device. ``panorama``: wrap horizontally (2:1 latlong).
+        ``grad``: keep autograd (for losses through the encoder); otherwise runs under torch.inference_mode.
+        """
+        _check_batch(y, "y", 3, self.downscale)
+        _check_chunk_size(chunk_size)
+        with _autograd(grad):
+            chunks = [self._encode_chunk(part, panorama) for part in y.split(chunk_size)]
+        return torch.cat(chunks).to(device=y.device, dtype=y.dtype)  # outside inference mode: a normal tensor
+
+    def _encode_chunk(self, y: torch.Tensor, panorama: bool) -> torch.Tensor:
+        p = min(self.wrap_columns, y.shape[-1] // self.downscale) if panorama else 0
+        x = y.to(device=self.device, dtype=self.dtype)
+        if p:
+            x = F.pad(x, (p * self.downscale, p * self.downscale, 0, 0), mode="circular")
+        z_raw = self._encode_raw(x).float()
+        if p:
+            z_raw = z_raw[..., p:-p]
+        return self.normalise(z_raw)
+
+    def decode(self, z: torch.Tensor, *, chunk_size: int = 4, panorama: bool = False,
+               grad: bool = False) -> torch.Tensor:
+        """Normalised latents -> display-encoded images.
+
+        z: [B, C, h, w] float in this codec's normalised latent space. Returns y [B, 3, h*d, w*d] in [0, 1]
+        (clamped), display-encoded, with z's dtype and device. Runs ``chunk_size`` latents at a time, so peak
+        memory is that of one chunk. ``panorama``: wrap horizontally so the +-180 degree seam is continuous.
+        ``grad``: keep autograd (for a decoded-pixel loss); otherwise runs under torch.inference_mode.
+        """
+        _check_batch(z, "z", self.latent_channels, 1)
+        _check_chunk_size(chunk_size)
+        with _autograd(grad):
+            chunks = [self._decode_chunk(part, panorama) for part in z.split(chunk_size)]
+        return torch.cat(chunks).to(device=z.device, dtype=z.dtype)
+
+    def _decode_chunk(self, z: torch.Tensor, panorama: bool) -> torch.Tensor:
+        p = min(self.wrap_columns, z.shape[-1]) if panorama else 0
+        z_raw = self.denormalise(z.to(device=self.device, dtype=torch.float32))
+        if p:
+            z_raw = F.pad(z_raw, (p, p, 0, 0), mode="circular")
+        y = self._decode_raw(z_raw.to(self.dtype)).float()
+        if p:
+            y = y[..., p * self.downscale:-p * self.downscale]
+        return y.clamp(0.0, 1.0)
+
+
+class DiffusersKLCodec(LatentCodec):
+    """diffusers ``AutoencoderKL`` (SD 1.x/2.x, SDXL, SD3, FLUX.1).
+
+    Images enter the VAE in [-1, 1] (converted here from [0, 1]). Latents: z = (mu - shift) * scale with
+    ``scale = vae.config.scaling_factor`` and ``shift = vae.config.shift_factor`` (0 when absent or None),
+    mu = ``latent_dist.mean`` (METHOD.md "Symbols": the posterior mean is the target). Decoding inverts it.
+    Panorama wrap: 16 latent columns per side, as these VAEs' receptive fields are wide (GroupNorm everywhere,
+    attention in the mid block).
+    """
+
+    default_wrap_columns = 16
+
+    def __init__(self, vae: nn.Module, space: str | None = None, wrap_columns: int | None = None):
+        config = vae.config
+        self.scale = float(config.get("scaling_factor", 1.0) or 1.0)
+        self.shift = float(config.get("shift_factor", None) or 0.0)
+        downscale = 2 ** (len(config["block_out_channels"]) - 1)
+        super().__init__(vae, space or kl_space_id(vae), config["latent_channels"], downscale, wrap_columns)
+
+    def _encode_raw(self, y):
+        return self.module.encode(y * 2.0 - 1.0).latent_dist.mean
+
+    def _decode_raw(self, z_raw):
+        return (self.module.decode(z_raw).sample + 1.0) / 2.0
+
+    def normalise(self, z_raw):
+        return (z_raw - self.shift) * self.scale
+
+    def denormalise(self, z):
+        return z / self.scale + self.shift
+
+
+class Flux2Codec(DiffusersKLCodec):
+    """diffusers ``AutoencoderKLFlux2`` (the FLUX.2 VAE), normalised the way diffusers' Flux2Pipeline does it.
+
+    The pipeline patchifies mu [C, h, w] into [C*p*p, h/p, w/p] (p = 2) and standardises each of those channels
+    with the VAE's stored batch-norm statistics: z = (mu - running_mean) / sqrt(running_var + batch_norm_eps).
+    We apply the same per-(channel, position-in-patch) statistics without patchifying, so z stays [C, h, w]
+    on the 1/8 grid (a backbone adapter patchifies it for the transformer). The statistics tile from the
+    top-left corner, which is also how the pipeline's patchify aligns them.
+    """
+
+    def __init__(self, vae: nn.Module, space: str | None = None, wrap_columns: int | None = None):
+        super().__init__(vae, space, wrap_columns)
+        self.patch = tuple(vae.config.get("patch_size", (2, 2)))
+        self.eps = float(vae.config.get("batch_norm_eps", 1e-4))
+
+    def _statistics(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std maps [C, h, w] (float32, z's device) tiled from the batch-norm statistics."""
+        ph, pw = self.patch
+        c, h, w = z.shape[-3:]
+        bn = self.module.bn
+        mean = bn.running_mean.float().view(c, ph, pw)
+        std = torch.sqrt(bn.running_var.float() + self.eps).view(c, ph, pw)
+        reps = (1, -(-h // ph), -(-w // pw))
+        tile = lambda s: s.repeat(reps)[:, :h, :w].to(z.device)  # noqa: E731
+        return tile(mean), tile(std)
+
+    def normalise(self, z_raw):
+        mean, std = self._statistics(z_raw)
+        return (z_raw - mean) / std
+
+    def denormalise(self, z):
+        mean, std = self._statistics(z)
+        return z * std + mean
+
+
+class TinyCodec(LatentCodec):
+    """diffusers ``AutoencoderTiny`` (the TAESD family, and TAEF2 with its pools, see models/taef2.py).
+
+    diffusers' tiny encoder takes [-1, 1] and its decoder returns [-1, 1] (both convert to TAESD's native
+    [0, 1] inside); we convert at this boundary. Latents: z = (raw - shift_factor) * scaling_factor from the
+    config (1 and 0 for TAESD/TAEF2, whose raw latents are already in their target space).
+    """
+
+    def __init__(self, vae: nn.Module, space: str | None = None, wrap_columns: int | None = None):
+        config = vae.config
+        self.scale = float(config.get("scaling_factor", 1.0) or 1.0)
+        self.shift = float(config.get("shift_factor", None) or 0.0)
+        downscale = 2 ** (len(config["num_encoder_blocks"]) - 1)
+        channels = config["latent_channels"]
+        space = space or _custom_space_id(vae, channels, self.scale, self.shift)
+        super().__init__(vae, space, channels, downscale, wrap_columns)
+
+    def _encode_raw(self, y):
+        return self.module.encode(y * 2.0 - 1.0).latents
+
+    def _decode_raw(self, z_raw):
+        return (self.module.decode(z_raw).sample + 1.0) / 2.0
+
+    def normalise(self, z_raw):
+        return (z_raw - self.shift) * self.scale
+
+    def denormalise(self, z):
+        return z / self.scale + self.shift
+
+
+def kl_space_id(vae: nn.Module) -> str:
+    """Latent-space id of a diffusers KL VAE from its config (class, channels, scaling, shift).
+
+    "sd" (4 ch, 0.18215), "sdxl" (4, 0.13025), "sd3" (16, 1.5305, 0.0609), "flux1" (16, 0.3611, 0.1159),
+    "flux2" (AutoencoderKLFlux2, 32 ch, 2x2 patches); anything else "custom:<class>:<channels>:<scale>:<shift>".
+    """
+    config = vae.config
+    channels = int(config["latent_channels"])
+    if type(vae).__name__ == "AutoencoderKLFlux2":
+        patch = tuple(config.get("patch_size", (2, 2)))
+        return "flux2" if (channels, patch) == (32, (2, 2)) else f"custom:AutoencoderKLFlux2:{channels}:{patch[0]}x{patch[1]}"
+    scale = float(config.get("scaling_factor", 1.0) or 1.0)
+    shift = config.get("shift_factor", None)
+    shift = None if shift is None or float(shift) == 0.0 else round(float(shift), 6)
+    known = KNOWN_KL_SPACES.get((channels, round(scale, 6), shift))
+    return known or _custom_space_id(vae, channels, scale, shift or 0.0)
+
+
+def _custom_space_id(vae: nn.Module, channels: int, scale: float, shift: float) -> str:
+    return f"custom:{type(vae).__name__}:{channels}:{scale:g}:{shift:g}"
+
+
+def encode_bracket(codec: LatentCodec, y: torch.Tensor, chunk_size: int = 4, panorama: bool = False) -> torch.Tensor:
+    """y [B, K, 3, H, W] display-encoded [0, 1] -> z [B, K, C, H/d, W/d] (normalised), in chunks of images."""
+    _check_rank(y, "y", 5)
+    z = codec.encode(y.flatten(0, 1), chunk_size=chunk_size, panorama=panorama)
+    return z.unflatten(0, y.shape[:2])
+
+
+def decode_bracket(codec: LatentCodec, z: torch.Tensor, chunk_size: int = 4, panorama: bool = False) -> torch.Tensor:
+    """z [B, K, C, h, w] normalised latents -> y [B, K, 3, h*d, w*d] display-encoded [0, 1], in chunks."""
+    _check_rank(z, "z", 5)
+    y = codec.decode(z.flatten(0, 1), chunk_size=chunk_size, panorama=panorama)
+    return y.unflatten(0, z.shape[:2])
+
+
+def load_codec(spec: str, device="cpu", dtype: torch.dtype = torch.float32, space: str | None = None) -> LatentCodec:
+    """A codec from a spec (forms in CODEC_SPEC_FORMS); ``space`` overrides the derived latent-space id.
+
+    "taef2" finds its weights as :func:`latenthdr.models.taef2.find_taef2_weights` describes. A diffusers VAE
+    whose config asks for ``force_upcast`` is kept in float32 when ``dtype`` is float16 (those VAEs overflow
+    in fp16). Hub ids go through diffusers' ``from_pretrained`` (the local Hugging Face cache, or a download).
+    """
+    from latenthdr.models import taef2
+
+    spec = str(spec)
+    if spec == "taef2" or spec.startswith("taef2:"):
+        path = spec.split(":", 1)[1] if ":" in spec else None
+        return TinyCodec(taef2.load_taef2(path, device, dtype), space=space or "taef2")
+    local = Path(spec).expanduser()
+    if local.is_dir():
+        if (local / taef2.ENCODER_FILE).is_file():
+            return TinyCodec(taef2.load_taef2(local, device, dtype), space=space or "taef2")
+        if not (local / "config.json").is_file() and (local / "vae" / "config.json").is_file():
+            local = local / "vae"
+        if (local / "config.json").is_file():
+            return codec_from_module(_load_diffusers(str(local), None, device, dtype), space)
+    if not local.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return codec_from_module(_load_hub(spec, device, dtype), space)
+    raise InputError("codec", f"cannot load {spec!r}; accepted: {', '.join(CODEC_SPEC_FORMS)}")
+
+
+def codec_from_module(vae: nn.Module, space: str | None = None) -> LatentCodec:
+    """Wrap a diffusers VAE instance in its adapter; InputError for an unsupported class."""
+    import diffusers
+
+    if isinstance(vae, diffusers.AutoencoderKLFlux2):
+        return Flux2Codec(vae, space)
+    if isinstance(vae, diffusers.AutoencoderKL):
+        return DiffusersKLCodec(vae, space)
+    if isinstance(vae, diffusers.AutoencoderTiny):
+        return TinyCodec(vae, space)
+    raise InputError("codec", f"unsupported VAE class {type(vae).__name__}; accepted: AutoencoderKL, "
+                              "AutoencoderKLFlux2, AutoencoderTiny")
+
+
+def _load_diffusers(path: str, subfolder: str | None, device, dtype) -> nn.Module:
+    from diffusers import AutoModel
+
+    config_path = Path(path) / "config.json"
+    if config_path.is_file() and dtype == torch.float16 and json.loads(config_path.read_text()).get("force_upcast"):
+        dtype = torch.float32
+    kwargs = {"subfolder": subfolder} if subfolder else {}
+    vae = AutoModel.from_pretrained(path, torch_dtype=dtype, **kwargs)
+    if dtype == torch.float16 and vae.config.get("force_upcast"):
+        vae = vae.float()
+    return vae.to(device).eval()
+
+
+def _load_hub(repo_id: str, device, dtype) -> nn.Module:
+    """A hub VAE: the repo's ``vae`` subfolder (a pipeline repo), else its root (a VAE-only repo)."""
+    try:
+        return _load_diffusers(repo_id, "vae", device, dtype)
+    except (OSError, ValueError) as first:
+        try:
+            return _load_diffusers(repo_id, None, device, dtype)
+        except (OSError, ValueError) as second:
+            raise InputError("codec", f"cannot load hub id {repo_id!r} (subfolder 'vae': {first}; "
+                                      f"root: {second})") from second
+
+
+def _autograd(grad: bool):
+    return contextlib.nullcontext() if grad else torch.inference_mode()
+
+
+def _check_rank(x, argument: str, rank: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != rank or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InputError(argument, f"expected a float tensor of rank {rank}, got {shape}")
+
+
+def _check_batch(x, argument: str, channels: int, multiple: int) -> None:
+    _check_rank(x, argument, 4)
+    if x.shape[1] != channels:
+        raise InputError(argument, f"expected {channels} channels in [B, {channels}, H, W], got shape {tuple(x.shape)}")
+    if x.shape[-1] % multiple or x.shape[-2] % multiple:
+        raise InputError(argument, f"height and width must be multiples of {multiple}, got {tuple(x.shape[-2:])}")
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError("chunk_size", f"expected a positive integer, got {chunk_size!r}")

@@ -1,0 +1,326 @@
+"""The exposure head (METHOD.md "Exposure head"): one scene latent -> the latents of a whole EV ladder.
+
+    z_e = z0 + f_theta(z0, phi(e))          (METHOD.md "Exposure head", residual form)
+
+- phi(e): EV embedding. e is normalised over the ladder range, e_n = 2 (e - ev_min) / (ev_max - ev_min) - 1,
+  then [e, e_n, sin(2^k pi e_n), cos(2^k pi e_n) for k < fourier_frequencies] goes through a 2-layer MLP.
+  (Features of the raw e with integer frequencies would be constant over integer EVs: METHOD.md warns.)
+  EVs outside [ev_min, ev_max] are accepted (extrapolation); the features stay bounded except e itself.
+- f_theta: a U-Net with len(widths) levels whose residual blocks are FiLM-modulated,
+  h -> h * (1 + gamma(phi)) + beta(phi).
+- Our additions (METHOD.md): zero-initialised output conv and FiLM generators, so the head is exactly the
+  identity at init; horizontal circular padding when ``panorama=True``; all EVs in one batched pass.
+Every 3x3 conv pads at call time (F.pad, then an unpadded conv): zeros, or circular along the width for
+panoramas (zeros at the poles either way). GroupNorm runs in float32 whatever the parameter dtype.
+
+Weights are safetensors with metadata {"format": "latenthdr-head-v1", "config": JSON, "space": id, ...}; a head
+is tied to one latent space (``HeadConfig.space``, the codec's ``space``) and refuses to load for another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latenthdr.errors import InputError
+
+HEAD_FORMAT = "latenthdr-head-v1"
+RESERVED_METADATA = ("format", "config", "space")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Architecture of an exposure head. Frozen; ``from_dict`` rejects unknown keys.
+
+    latent_channels: C of the codec's latents. widths: channels per U-Net level (one downsampling between
+    levels). blocks_per_level: FiLM residual blocks per level and path. ev_embed_dim: width of phi(e).
+    fourier_frequencies: number of octaves k in the EV features. ev_min/ev_max: the ladder range in stops used
+    to normalise e. norm_groups: GroupNorm groups (divides every width). space: the codec latent-space id.
+    """
+
+    latent_channels: int
+    widths: tuple[int, ...] = (32, 64, 128)
+    blocks_per_level: int = 2
+    ev_embed_dim: int = 128
+    fourier_frequencies: int = 4
+    ev_min: float = -7.0
+    ev_max: float = 5.0
+    norm_groups: int = 8
+    space: str = field(kw_only=True)
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(self.widths))
+        positive = {"latent_channels": self.latent_channels, "blocks_per_level": self.blocks_per_level,
+                    "ev_embed_dim": self.ev_embed_dim, "norm_groups": self.norm_groups}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise InputError(f"HeadConfig.{name}", f"expected a positive integer, got {value!r}")
+        if not isinstance(self.fourier_frequencies, int) or self.fourier_frequencies < 0:
+            raise InputError("HeadConfig.fourier_frequencies", f"expected an integer >= 0, got {self.fourier_frequencies!r}")
+        if not self.widths or any(not isinstance(w, int) or w < 1 or w % self.norm_groups for w in self.widths):
+            raise InputError("HeadConfig.widths", f"expected positive integers divisible by norm_groups="
+                                                  f"{self.norm_groups}, got {self.widths!r}")
+        if not (math.isfinite(self.ev_min) and math.isfinite(self.ev_max) and self.ev_max > self.ev_min):
+            raise InputError("HeadConfig.ev_max", f"expected finite ev_min < ev_max, got {self.ev_min}, {self.ev_max}")
+        if not isinstance(self.space, str) or not self.space:
+            raise InputError("HeadConfig.space", f"expected the codec's latent-space id, got {self.space!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "HeadConfig":
+        """Build from a mapping (parsed JSON/TOML); InputError names unknown keys and lists the accepted ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise InputError("head config", f"unknown keys {unknown}; accepted: {', '.join(names)}")
+        try:
+            return cls(**dict(data))
+        except TypeError as error:  # a required key is missing
+            raise InputError("head config", f"{error}; required: latent_channels, space") from error
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (widths as a list); ``from_dict(to_dict())`` round-trips."""
+        data = dataclasses.asdict(self)
+        data["widths"] = list(self.widths)
+        return data
+
+    @classmethod
+    def from_preset(cls, preset: str, latent_channels: int, space: str, **overrides) -> "HeadConfig":
+        """A named preset (HEAD_PRESETS) for a codec, with optional field overrides."""
+        if preset not in HEAD_PRESETS:
+            raise InputError("preset", f"unknown head preset {preset!r}; accepted: {', '.join(HEAD_PRESETS)}")
+        return cls.from_dict({**HEAD_PRESETS[preset], "latent_channels": latent_channels, "space": space, **overrides})
+
+
+# Architecture presets (latent_channels and space come from the codec). Parameter counts for C = 32, checked
+# in tests/test_head.py: tiny ~57 k, small ~0.22 M, base ~0.79 M (METHOD.md's reading: widths 32/64/128,
+# about 0.8 M), large ~1.3 M (two blocks per level).
+HEAD_PRESETS: dict[str, dict] = {
+    "tiny": {"widths": (8, 16, 32), "blocks_per_level": 1, "ev_embed_dim": 32, "fourier_frequencies": 4,
+             "norm_groups": 4},
+    "small": {"widths": (16, 32, 64), "blocks_per_level": 1, "ev_embed_dim": 64, "fourier_frequencies": 4,
+              "norm_groups": 8},
+    "base": {"widths": (32, 64, 128), "blocks_per_level": 1, "ev_embed_dim": 64, "fourier_frequencies": 4,
+             "norm_groups": 8},
+    "large": {"widths": (32, 64, 128), "blocks_per_level": 2, "ev_embed_dim": 64, "fourier_frequencies": 4,
+              "norm_groups": 8},
+}
+
+
+def _pad(x: torch.Tensor, p: int, circular: bool) -> torch.Tensor:
+    """Pad H and W by p: zeros, or circular along W (panorama longitude) with zeros along H (poles)."""
+    if not p:
+        return x
+    if circular:
+        columns = torch.arange(-p, x.shape[-1] + p, device=x.device) % x.shape[-1]  # wraps any number of times
+        return F.pad(x[..., columns], (0, 0, p, p))
+    return F.pad(x, (p, p, p, p))
+
+
+class Conv(nn.Conv2d):
+    """A conv whose padding mode is chosen per call (``circular``); padding=0 inside."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, stride: int = 1):
+        super().__init__(c_in, c_out, kernel_size, stride=stride, padding=0)
+
+    def forward(self, x: torch.Tensor, circular: bool = False) -> torch.Tensor:
+        return super().forward(_pad(x, self.kernel_size[0] // 2, circular))
+
+
+class Norm(nn.GroupNorm):
+    """GroupNorm computed in float32, returned in the input dtype."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps)
+        return y.to(x.dtype)
+
+
+class FiLMBlock(nn.Module):
+    """Residual block: GN-SiLU-conv, GN, FiLM h*(1+gamma)+beta (METHOD.md), SiLU-conv, plus skip."""
+
+    def __init__(self, c_in: int, c_out: int, embed_dim: int, groups: int):
+        super().__init__()
+        self.norm1, self.conv1 = Norm(groups, c_in), Conv(c_in, c_out)
+        self.norm2, self.conv2 = Norm(groups, c_out), Conv(c_out, c_out)
+        self.film = nn.Linear(embed_dim, 2 * c_out)
+        nn.init.zeros_(self.film.weight)  # gamma = beta = 0 at init
+        nn.init.zeros_(self.film.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, psi: torch.Tensor, circular: bool) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), circular)  # [N, c_out, h, w]
+        gamma, beta = self.film(psi).to(h.dtype)[..., None, None].chunk(2, dim=1)  # [N, c_out, 1, 1] each
+        h = self.norm2(h) * (1 + gamma) + beta
+        return self.conv2(F.silu(h), circular) + self.skip(x)
+
+
+class EVEmbedding(nn.Module):
+    """phi(e): [e, e_n, sin/cos(2^k pi e_n)] -> Linear-SiLU-Linear-SiLU, e_n = e normalised to [-1, 1]."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.ev_min, self.ev_max = config.ev_min, config.ev_max
+        self.register_buffer("octaves", 2.0 ** torch.arange(config.fourier_frequencies), persistent=False)
+        n_features = 2 + 2 * config.fourier_frequencies
+        d = config.ev_embed_dim
+        self.mlp = nn.Sequential(nn.Linear(n_features, d), nn.SiLU(), nn.Linear(d, d), nn.SiLU())
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        """e [N] float, stops -> psi [N, ev_embed_dim] (features in float32, MLP in the parameter dtype)."""
+        e = e.float()
+        e_n = 2.0 * (e - self.ev_min) / (self.ev_max - self.ev_min) - 1.0
+        angles = math.pi * e_n[:, None] * self.octaves.float()  # [N, F]
+        features = torch.cat([e[:, None], e_n[:, None], angles.sin(), angles.cos()], dim=1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+class ExposureHead(nn.Module):
+    """z0 [B, C, h, w] + EV ladder [K] -> z_e [B, K, C, h, w] in one batched pass (METHOD.md "Exposure head")."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        c, widths, groups, d = config.latent_channels, config.widths, config.norm_groups, config.ev_embed_dim
+        n = config.blocks_per_level
+        self.embed = EVEmbedding(config)
+        self.conv_in = Conv(c, widths[0])
+        self.down = nn.ModuleList(Conv(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:]))
+        self.enc = nn.ModuleList(nn.ModuleList(FiLMBlock(w, w, d, groups) for _ in range(n)) for w in widths)
+        self.up = nn.ModuleList(Conv(b, a) for a, b in zip(widths[:-1], widths[1:]))
+        self.dec = nn.ModuleList(
+            nn.ModuleList(FiLMBlock(2 * w if i == 0 else w, w, d, groups) for i in range(n)) for w in widths[:-1])
+        self.norm_out = Norm(groups, widths[0])
+        self.conv_out = Conv(widths[0], c)
+        nn.init.zeros_(self.conv_out.weight)  # f_theta = 0 at init: the head starts as the identity
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, z0: torch.Tensor, evs, panorama: bool = False) -> torch.Tensor:
+        """z0: [B, C, h, w] float, normalised latents of the codec ``config.space`` (the EV-0 scene latent).
+        evs: [K] (shared ladder) or [B, K] (per-sample), stops, tensor or sequence of floats.
+        panorama: wrap horizontally (2:1 latlong latents). Returns z_e [B, K, C, h, w] in z0's dtype.
+        """
+        self._check_latent(z0)
+        e = _ev_matrix(evs, z0)  # [B, K] float32
+        batch, k = e.shape
+        psi = self.embed(e.flatten())  # [B*K, D]
+        x, (h, w) = _pad_to_multiple(z0.to(self.conv_in.weight.dtype), 2 ** (len(self.config.widths) - 1), panorama)
+        x = self.conv_in(x, panorama).repeat_interleave(k, dim=0)  # shared by every EV: [B*K, w0, h', w']
+        dz = self._unet(x, psi, panorama)[..., :h, :w]
+        return z0[:, None] + dz.unflatten(0, (batch, k)).to(z0.dtype)
+
+    def _unet(self, x: torch.Tensor, psi: torch.Tensor, circular: bool) -> torch.Tensor:
+        skips = []
+        for level, blocks in enumerate(self.enc):
+            if level:
+                x = self.down[level - 1](x, circular)
+            for block in blocks:
+                x = block(x, psi, circular)
+            skips.append(x)
+        for level in reversed(range(len(self.dec))):
+            x = self.up[level](F.interpolate(x, scale_factor=2.0, mode="nearest"), circular)
+            x = torch.cat([x, skips[level]], dim=1)
+            for block in self.dec[level]:
+                x = block(x, psi, circular)
+        return self.conv_out(F.silu(self.norm_out(x)), circular)
+
+    def _check_latent(self, z0) -> None:
+        c = self.config.latent_channels
+        if not isinstance(z0, torch.Tensor) or z0.ndim != 4 or z0.shape[1] != c or not z0.is_floating_point():
+            shape = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
+            raise InputError("z0", f"expected a float tensor [B, {c}, h, w] (latent space "
+                                   f"{self.config.space!r}), got {shape}")
+
+
+def _ev_matrix(evs, z0: torch.Tensor) -> torch.Tensor:
+    """EVs as a float32 [B, K] tensor on z0's device; InputError for empty, non-finite or mis-shaped input."""
+    e = torch.as_tensor(evs, dtype=torch.float32, device=z0.device) if not isinstance(evs, torch.Tensor) \
+        else evs.to(device=z0.device, dtype=torch.float32)
+    if e.ndim == 1:
+        e = e[None].expand(z0.shape[0], -1)
+    if e.ndim != 2 or e.shape[0] != z0.shape[0] or e.shape[1] == 0 or not torch.isfinite(e).all():
+        raise InputError("evs", f"expected finite EVs in stops, shape [K] or [B={z0.shape[0]}, K], "
+                                f"got shape {tuple(e.shape)}")
+    return e
+
+
+def _pad_to_multiple(x: torch.Tensor, m: int, panorama: bool):
+    """Pad bottom/right so h, w are multiples of m (replicate; for panoramas the width continues circularly).
+
+    Returns the padded tensor and the original (h, w) to crop back to. For a panorama whose latent width is
+    not a multiple of m the padded ring is m-periodic-padded, so the seam is then only approximately wrapped.
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % m, -w % m
+    if pad_w and panorama:
+        x = x[..., torch.arange(w + pad_w, device=x.device) % w]
+    elif pad_w:
+        x = F.pad(x, (0, pad_w, 0, 0), mode="replicate")
+    if pad_h:
+        x = F.pad(x, (0, 0, 0, pad_h), mode="replicate")
+    return x, (h, w)
+
+
+def save_head(head: ExposureHead, path: str | os.PathLike, extra_metadata: Mapping | None = None) -> Path:
+    """Write the head's weights as safetensors with its config and latent space in the metadata (atomic).
+
+    extra_metadata: more string keys (training command, data, metrics); non-string values are stored as JSON.
+    The reserved keys ("format", "config", "space") cannot be overridden.
+    """
+    from safetensors.torch import save_file
+
+    extra = dict(extra_metadata or {})
+    clash = sorted(set(extra) & set(RESERVED_METADATA))
+    if clash:
+        raise InputError("extra_metadata", f"reserved keys {clash} cannot be set")
+    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
+    metadata.update(format=HEAD_FORMAT, config=json.dumps(head.config.to_dict()), space=head.config.space)
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_head_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a head file; InputError when the file is missing or not a latenthdr head."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("head", f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for non-safetensors files
+        raise InputError("head", f"{path}: not a safetensors file ({error})") from error
+    if metadata.get("format") != HEAD_FORMAT or "config" not in metadata:
+        raise InputError("head", f"{path}: not a latenthdr exposure head (format {metadata.get('format')!r}, "
+                                 f"expected {HEAD_FORMAT!r})")
+    return metadata
+
+
+def load_head(path: str | os.PathLike, expected_space: str | None = None, device="cpu") -> ExposureHead:
+    """Load a head saved by :func:`save_head` (float32, eval mode), strictly.
+
+    expected_space: the codec's latent-space id; a head trained for another space is refused with InputError
+    (its latents would be meaningless to the codec).
+    """
+    from safetensors.torch import load_file
+
+    metadata = read_head_metadata(path)
+    config = HeadConfig.from_dict(json.loads(metadata["config"]))
+    if expected_space is not None and config.space != expected_space:
+        raise InputError("head", f"head trained for latent space {config.space!r} cannot read latents of codec "
+                                 f"{expected_space!r}; use a head trained for {expected_space!r}")
+    head = ExposureHead(config)
+    head.load_state_dict(load_file(str(path)), strict=True)
+    return head.to(device).eval()

@@ -1,0 +1,349 @@
+"""Training the exposure head on cached latents (METHOD.md "Losses"), with validation.
+
+Stages of :func:`train_head`: prepare RUN_DIR -> load the codec -> latent caches (train; val with the
+anchored HDR) -> head from a preset -> ``loop.train`` with :class:`HeadStep` and :class:`HeadValidator` ->
+RUN_DIR/head.safetensors (EMA weights) and val_curve.json.
+
+Loss: L_ev = mean over (scene, e) of ||z_e_hat - z_e||^2 (METHOD.md Eq. 4), taken per latent element (the
+norm divided by C h w, so crops and panoramas of different sizes weigh alike); every scene runs all K EVs of
+the ladder in one batched forward. Optional decoded-pixel loss (weight ``pixel_loss``, default 0): decode
+``pixel_evs_per_scene`` predicted frames per scene through the frozen codec decoder (gradients flow through
+it), linearise, divide by 2^e, and compare with the true frame's radiance estimate in PU21 units, weighted by
+the merge's weight of the true frame (METHOD.md Eq. 9, so only what the merge uses counts). It is reported
+as MSE / 256^2, so 10 log10(1 / loss_px) reads as a PU21-PSNR in dB.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.training import data, loop
+
+RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "head.safetensors", "val_curve.json")
+NITS_AT_CLIP = 100.0  # pixel loss: cd/m2 given to the EV-0 clip level (1.0) before PU21 encoding
+# options that change no weight: a resumed run may change them
+RESUMABLE_CHANGES = ("minutes", "val_every", "merged_every", "merged_samples", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class HeadTrainOptions:
+    """Everything a head training run depends on (saved as RUN_DIR/config.json).
+
+    codec: a ``load_codec`` spec. data/val: folders of HDR panoramas (val may be None: no validation).
+    evs: the ladder (stops). samples/val_samples: cached samples. batch_size: scenes per step (each with all
+    K EVs). steps/minutes: limits (at least one). val_every: steps between validations; merged-HDR metrics
+    (decode + merge, slow on CPU) every ``merged_every`` validations and at the end, on the first
+    ``merged_samples`` val samples. checkpoint_every: steps between checkpoints. cache: cache folder (default
+    RUN_DIR/cache).
+    """
+
+    codec: str
+    data: str
+    val: str | None = None
+    evs: tuple[float, ...] = (-7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+    preset: str = "base"
+    samples: int = 360
+    val_samples: int = 40
+    sampling: data.SamplingConfig = field(default_factory=data.SamplingConfig)
+    batch_size: int = 8
+    lr: float = 1e-3
+    steps: int | None = 2000
+    minutes: float | None = None
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip_norm: float = 1.0
+    ema_half_life_steps: float = 100.0
+    val_every: int = 100
+    merged_every: int = 5
+    merged_samples: int = 4
+    checkpoint_every: int = 100
+    pixel_loss: float = 0.0
+    pixel_evs_per_scene: int = 2
+    seed: int = 0
+    cache: str | None = None
+
+    def __post_init__(self):
+        from latenthdr import exposure
+
+        evs = exposure.parse_ev_ladder(self.evs, "evs")
+        if len(evs) < 2:
+            raise InputError("evs", f"got {evs}; accepted: a ladder of at least 2 EVs")
+        object.__setattr__(self, "evs", evs)
+        for name in ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every", "pixel_evs_per_scene"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(name, f"got {value!r}; accepted: an integer >= 1")
+        if not self.pixel_loss >= 0:
+            raise InputError("pixel_loss", f"got {self.pixel_loss!r}; accepted: a weight >= 0")
+
+    def loop_config(self) -> loop.LoopConfig:
+        return loop.LoopConfig(seed=self.seed, lr=self.lr, warmup_steps=self.warmup_steps,
+                               weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm,
+                               max_steps=self.steps, max_minutes=self.minutes,
+                               ema_half_life_steps=self.ema_half_life_steps, val_every_steps=self.val_every,
+                               checkpoint_every_steps=self.checkpoint_every)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class HeadTrainResult:
+    """Summary of a run: paths, steps, wall time (s, cumulative over resumes), why it stopped, the last
+    validation record, and the cache build times (s; 0 when reused)."""
+
+    run_dir: Path
+    head_path: Path
+    steps: int
+    duration_s: float
+    stopped_by: str
+    final_val: dict
+    cache_build_s: dict
+
+
+class HeadStep:
+    """The training step: batch of step ``step`` from the train cache -> L_ev (+ pixel loss)."""
+
+    def __init__(self, cache: data.LatentCache, batch_size: int, seed: int, pixel_loss: float = 0.0,
+                 codec=None, pixel_evs_per_scene: int = 2):
+        if pixel_loss > 0 and (codec is None or cache.groups[0].hdr is None):
+            raise InputError("pixel_loss", "a pixel loss needs the codec and a cache built with keep_hdr=True")
+        self.cache, self.batch_size, self.seed = cache, batch_size, seed
+        self.pixel_loss, self.codec, self.pixel_evs = pixel_loss, codec, pixel_evs_per_scene
+        self.evs = torch.tensor(cache.evs, dtype=torch.float32)
+
+    def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
+        group, rows = data.draw_batch(self.cache, self.batch_size, self.seed, step, accelerator.process_index)
+        device = accelerator.device
+        z0 = group.z0[rows].to(device, torch.float32)  # [B, C, h, w]
+        z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
+        z_hat = model(z0, self.evs.to(device), panorama=group.panorama)  # [B, K, C, h, w]
+        loss_ev = (z_hat - z).square().mean()  # METHOD.md Eq. 4, per latent element
+        scalars = {"loss_ev": loss_ev.item()}
+        if self.pixel_loss <= 0:
+            return loss_ev, scalars
+        loss_px = self._pixel_loss(z_hat, group.hdr[rows].to(device), group.panorama, step, accelerator)
+        scalars["loss_px"] = loss_px.item()
+        return loss_ev + self.pixel_loss * loss_px, scalars
+
+    def _pixel_loss(self, z_hat, H, panorama: bool, step: int, accelerator) -> torch.Tensor:
+        from latenthdr import merge, metrics, response
+
+        g = torch.Generator().manual_seed(loop.derive_seed(self.seed, step, accelerator.process_index, 1))
+        batch, k = z_hat.shape[:2]
+        pick = torch.stack([torch.randperm(k, generator=g)[: self.pixel_evs] for _ in range(batch)])  # [B, m]
+        e = self.evs[pick].to(H.device)  # [B, m] stops
+        y_hat = self.codec.decode(z_hat[torch.arange(batch)[:, None], pick].flatten(0, 1), panorama=panorama,
+                                  grad=True).unflatten(0, pick.shape)  # [B, m, 3, H, W] display
+        gain = torch.exp2(e)[..., None, None, None]
+        y = response.quantize(response.encode(H[:, None] * gain, data.CURVE), data.BITS)  # true frames
+        w = merge.hat_weight(y.mean(dim=-3)) * ((y > 0.02) & (y < 0.98)).all(dim=-3)  # [B, m, H, W]
+        V_hat = metrics.pu21_encode(response.decode(y_hat, data.CURVE) / gain * NITS_AT_CLIP)
+        V = metrics.pu21_encode(response.decode(y, data.CURVE) / gain * NITS_AT_CLIP)
+        se = (V_hat - V).square().mean(dim=-3)  # [B, m, H, W]
+        return ((w * se).sum() / w.sum().clamp_min(1.0) / metrics.PU21_PEAK**2).float()
+
+
+class HeadValidator:
+    """Validation on the val cache (EMA weights). Every call: latent MSE of the head and of the identity
+    baseline (z0 for every e), overall and per EV, and their ratio identity / head. Every ``merged_every``
+    calls and on the final one, merged-HDR metrics on the first ``merged_samples`` val samples: decode the
+    predicted bracket, merge (METHOD.md Eq. 9), PU21-PSNR (align=True) against the anchored reference and
+    stops; the same for the oracle (true latents decoded; computed once) and for the linearised 8-bit EV-0
+    input. Needs a cache built with ``keep_hdr=True`` for the merged metrics."""
+
+    def __init__(self, cache: data.LatentCache, codec, batch_size: int = 8, merged_every: int = 5,
+                 merged_samples: int = 4):
+        self.cache, self.codec, self.batch_size = cache, codec, batch_size
+        self.merged_every, self.merged_samples = merged_every, merged_samples
+        self.calls, self._reference = 0, None
+
+    @torch.inference_mode()
+    def __call__(self, step: int, module, final: bool) -> dict:
+        module.eval()
+        self.calls += 1
+        out = latent_metrics(module, self.cache, self.batch_size)
+        if self.merged_samples > 0 and (final or self.calls % self.merged_every == 0):
+            out.update(self._merged(module))
+        return out
+
+    def _merged(self, module) -> dict:
+        from latenthdr import metrics
+
+        picks = _first_samples(self.cache, self.merged_samples)
+        if self._reference is None:
+            self._reference = {"oracle": [], "input": [], "stops_ref": []}
+            for group, row in picks:
+                H = group.hdr[row]  # [3, H, W] anchored linear reference
+                self._reference["oracle"].append(_merged_scores(self.codec, group.z[row].float(), H, self.cache.evs,
+                                                                group.panorama))
+                x0 = _linearised_input(H)
+                self._reference["input"].append({"pu21_psnr": metrics.pu21_psnr(x0, H, align=True),
+                                                 "stops": metrics.stops(x0)})
+                self._reference["stops_ref"].append(metrics.stops(H))
+        device = next(module.parameters()).device
+        head = []
+        for group, row in picks:
+            z_hat = module(group.z0[row][None].to(device, torch.float32), torch.tensor(self.cache.evs, device=device),
+                           panorama=group.panorama)[0].cpu()  # [K, C, h, w]
+            head.append(_merged_scores(self.codec, z_hat, group.hdr[row], self.cache.evs, group.panorama))
+        out = {f"merged_{k}": _mean(head, k) for k in ("pu21_psnr", "stops", "plow", "phigh")}
+        out.update({f"oracle_{k}": _mean(self._reference["oracle"], k) for k in ("pu21_psnr", "stops")})
+        out.update({f"input_{k}": _mean(self._reference["input"], k) for k in ("pu21_psnr", "stops")})
+        out["reference_stops"] = sum(self._reference["stops_ref"]) / len(picks)
+        return out
+
+
+def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8) -> dict:
+    """Latent MSE (per element) of the head and of the identity baseline over a whole cache, overall and
+    per EV (keys "%g" of the EV), and ``identity_over_head`` = identity MSE / head MSE (> 1: the head helps)."""
+    device = next(module.parameters()).device
+    evs = torch.tensor(cache.evs, dtype=torch.float32, device=device)
+    se_head = torch.zeros(len(cache.evs), dtype=torch.float64)
+    se_id = torch.zeros_like(se_head)
+    count = 0
+    for group in cache.groups:
+        for rows in torch.arange(len(group)).split(batch_size):
+            z0 = group.z0[rows].to(device, torch.float32)
+            z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
+            z_hat = module(z0, evs, panorama=group.panorama)
+            se_head += (z_hat - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
+            se_id += (z0[:, None] - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
+            count += z[:, 0].numel()
+    mse_head, mse_id = se_head / count, se_id / count
+    return {"latent_mse": mse_head.mean().item(), "identity_mse": mse_id.mean().item(),
+            "identity_over_head": (mse_id.mean() / mse_head.mean()).item(),
+            "latent_mse_per_ev": {f"{e:g}": v.item() for e, v in zip(cache.evs, mse_head)},
+            "identity_mse_per_ev": {f"{e:g}": v.item() for e, v in zip(cache.evs, mse_id)}}
+
+
+def _first_samples(cache: data.LatentCache, n: int) -> list:
+    """(group, row) of the n lowest sample indices that have a stored HDR reference."""
+    rows = [(int(i), group, r) for group in cache.groups if group.hdr is not None
+            for r, i in enumerate(group.index.tolist())]
+    return [(group, r) for _, group, r in sorted(rows, key=lambda t: t[0])[:n]]
+
+
+def _merged_scores(codec, z: torch.Tensor, H: torch.Tensor, evs, panorama: bool) -> dict:
+    """Decode latents [K, C, h, w], merge, and score against the anchored reference H [3, H, W]."""
+    from latenthdr import merge, metrics
+
+    y = codec.decode(z.to(codec.device), panorama=panorama).cpu()  # [K, 3, H, W] display
+    result = merge.merge_bracket(y, evs, curve=data.CURVE)
+    return {"pu21_psnr": metrics.pu21_psnr(result.hdr, H, align=True), "stops": metrics.stops(result.hdr),
+            "plow": result.plow, "phigh": result.phigh}
+
+
+def _linearised_input(H: torch.Tensor) -> torch.Tensor:
+    """The l2h baseline: the 8-bit EV-0 frame linearised (no expansion). H [3, H, W] -> [3, H, W]."""
+    from latenthdr import response
+
+    return response.decode(data.sample_bracket(H, (0.0,))[0], data.CURVE)
+
+
+def _mean(records: list[dict], key: str) -> float:
+    return sum(r[key] for r in records) / len(records)
+
+
+def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, resume: bool = False,
+               overwrite: bool = False, progress: bool = False, command: str | None = None,
+               accelerator=None) -> HeadTrainResult:
+    """Train an exposure head end to end; see the module docstring for the stages.
+
+    codec: an already loaded ``LatentCodec`` (tests, notebooks), else ``load_codec(options.codec)``. resume:
+    continue RUN_DIR's run (same options except RESUMABLE_CHANGES). overwrite: replace RUN_DIR's outputs
+    (and rebuild a mismatched cache). RUN_DIR holding anything else raises OutputExistsError.
+    """
+    from latenthdr import io
+    from latenthdr.models import codecs
+    from latenthdr.models.head import ExposureHead, HeadConfig, save_head
+
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, options, resume, overwrite)
+    acc = accelerator or loop.make_accelerator()
+    codec = codec or codecs.load_codec(options.codec, device=acc.device)
+    command = command or shlex.join(sys.argv)
+    head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
+                                         ev_min=min(options.evs), ev_max=max(options.evs))
+    config = {"options": options.to_dict(), "loop": asdict(options.loop_config()), "head": head_config.to_dict(),
+              "codec_space": codec.space, "command": command}
+    if acc.is_main_process:
+        io.write_json(run_dir / "config.json", config, overwrite=True)
+    caches, build_s = _build_caches(options, run_dir, codec, overwrite, progress)
+    step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
+                       options.pixel_evs_per_scene)
+    validator = None if caches.get("val") is None else HeadValidator(
+        caches["val"], codec, options.batch_size, options.merged_every, options.merged_samples)
+    result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
+                        resume=resume, progress=progress, accelerator=acc)
+    final = _finite(result.history[-1]) if result.history else {}
+    head_path = run_dir / "head.safetensors"
+    if acc.is_main_process:
+        metadata = {"evs": list(options.evs), "training_command": command, "steps": result.step,
+                    "duration_s": round(result.elapsed_s, 3), "final_val": final, "options": options.to_dict()}
+        save_head(result.ema.to("cpu"), head_path, extra_metadata=metadata)
+        io.write_json(run_dir / "val_curve.json", [_finite(r) for r in result.history], overwrite=True)
+    return HeadTrainResult(run_dir, head_path, result.step, result.elapsed_s, result.stopped_by, final, build_s)
+
+
+def _prepare_run_dir(run_dir: Path, options: HeadTrainOptions, resume: bool, overwrite: bool) -> None:
+    import shutil
+
+    if resume and overwrite:
+        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
+    if resume:
+        _check_resumable(run_dir, options)
+        return
+    existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
+    if existing and not overwrite:
+        raise OutputExistsError(run_dir)
+    for name in RUN_OUTPUTS:  # only our outputs: a cache inside RUN_DIR is checked by its manifest
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_resumable(run_dir: Path, options: HeadTrainOptions) -> None:
+    import json
+
+    config_path = run_dir / "config.json"
+    if not config_path.is_file() or loop.Checkpointer(run_dir / "checkpoints").latest() is None:
+        raise InputError("--resume", f"{run_dir}: no run to resume (config.json and a checkpoint are needed)")
+    saved = json.loads(config_path.read_text())["options"]
+    now = json.loads(json.dumps(options.to_dict()))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if differ:
+        raise InputError("--resume", f"{run_dir} was started with other options ({', '.join(differ)} differ); "
+                                     f"resume with the same ones (only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bool, progress: bool):
+    root = Path(options.cache) if options.cache else run_dir / "cache"
+    caches, build_s = {}, {}
+    jobs = [("train", options.data, options.samples, options.pixel_loss > 0)]
+    if options.val is not None and options.val_samples > 0:
+        jobs.append(("val", options.val, options.val_samples, True))
+    for name, folder, n, keep_hdr in jobs:
+        start = time.monotonic()
+        caches[name] = data.build_latent_cache(folder, codec, options.evs, n, root / name, options.seed,
+                                               options.sampling, keep_hdr=keep_hdr, rebuild=overwrite,
+                                               progress=progress)
+        build_s[name] = round(time.monotonic() - start, 3)
+    return caches, build_s
+
+
+def _finite(record):
+    """JSON-safe copy: non-finite floats (an infinite PSNR of identical images) become None."""
+    if isinstance(record, dict):
+        return {k: _finite(v) for k, v in record.items()}
+    if isinstance(record, list):
+        return [_finite(v) for v in record]
+    return None if isinstance(record, float) and not math.isfinite(record) else record

@@ -1,0 +1,189 @@
+"""The exposure head (METHOD.md "Exposure head"): identity at init, batching, panorama wrap, weights I/O."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latenthdr.errors import InputError
+from latenthdr.exposure import DEFAULT_LADDER, parse_ev_ladder
+from latenthdr.models.head import (
+    HEAD_FORMAT, HEAD_PRESETS, ExposureHead, HeadConfig, load_head, read_head_metadata, save_head)
+
+C = 4
+
+
+def tiny_config(**overrides) -> HeadConfig:
+    return HeadConfig.from_preset("tiny", latent_channels=C, space="test-space", **overrides)
+
+
+def perturbed_head(config: HeadConfig | None = None, seed: int = 0) -> ExposureHead:
+    """A head whose zero-initialised layers are made non-zero, so it is no longer the identity."""
+    head = ExposureHead(config or tiny_config())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    return head.eval()
+
+
+def latent(batch=2, h=8, w=16, seed=0):
+    return torch.randn(batch, C, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+# --- identity at init (METHOD.md "our additions") --------------------------------------------------------------
+
+@given(evs=st.lists(st.floats(-12, 12, allow_nan=False), min_size=1, max_size=5), seed=st.integers(0, 99))
+@settings(max_examples=15, deadline=None)
+def test_identity_at_init_is_exact(evs, seed):
+    torch.manual_seed(seed)
+    head = ExposureHead(tiny_config())
+    z0 = latent(seed=seed)
+    out = head(z0, evs)
+    assert out.shape == (2, len(evs), C, 8, 16)
+    assert torch.equal(out, z0[:, None].expand_as(out))
+
+
+def test_perturbed_head_is_not_the_identity_and_depends_on_ev():
+    head, z0 = perturbed_head(), latent()
+    out = head(z0, [-2.0, 0.0, 2.0])
+    assert not torch.allclose(out[:, 0], z0) and not torch.allclose(out[:, 0], out[:, 2])
+
+
+def test_integer_evs_get_distinct_embeddings():
+    """METHOD.md warns that sin/cos(2 pi f e) with integer f is constant over integer EVs."""
+    head = perturbed_head()
+    ladder = parse_ev_ladder(DEFAULT_LADDER)
+    psi = head.embed(torch.tensor(ladder, dtype=torch.float32))
+    distances = torch.cdist(psi, psi) + torch.eye(len(ladder)) * 1e9
+    assert distances.min() > 1e-3
+
+
+# --- one batched pass ---------------------------------------------------------------------------------------------
+
+def test_batched_over_evs_equals_one_by_one():
+    head, z0, evs = perturbed_head(), latent(), [-7.0, -2.5, 0.0, 1.0, 5.0]
+    batched = head(z0, evs)
+    singles = torch.cat([head(z0, [e]) for e in evs], dim=1)
+    torch.testing.assert_close(batched, singles, rtol=0, atol=1e-5)
+
+
+def test_per_sample_ladders_and_tensor_evs():
+    head, z0 = perturbed_head(), latent()
+    evs = torch.tensor([[-1.0, 2.0], [3.0, 0.5]])
+    out = head(z0, evs)
+    torch.testing.assert_close(out[1], head(z0[1:], [3.0, 0.5])[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out[0], head(z0[:1], torch.tensor([-1.0, 2.0]))[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("h, w", [(7, 13), (5, 6), (1, 1), (12, 24)])
+def test_any_latent_size_gives_the_input_size(h, w):
+    head = perturbed_head()
+    out = head(latent(1, h, w), [0.0, 1.0])
+    assert out.shape == (1, 2, C, h, w) and torch.isfinite(out).all()
+    out_pano = head(latent(1, h, w), [0.0], panorama=True)
+    assert out_pano.shape == (1, 1, C, h, w)
+
+
+# --- panorama: horizontal circular padding ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shift", [4, 8, -12])
+def test_panorama_is_equivariant_to_horizontal_rolls(shift):
+    head, z0, evs = perturbed_head(), latent(1, 8, 32), [-3.0, 2.0]
+    out = head(z0, evs, panorama=True)
+    rolled = head(torch.roll(z0, shift, -1), evs, panorama=True)
+    torch.testing.assert_close(rolled, torch.roll(out, shift, -1), rtol=0, atol=1e-5)
+    plain = head(torch.roll(z0, shift, -1), evs, panorama=False)
+    assert (plain - torch.roll(head(z0, evs), shift, -1)).abs().max() > 1e-2  # zero padding is not equivariant
+
+
+# --- config -------------------------------------------------------------------------------------------------------
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    config = tiny_config(ev_min=-3.0, ev_max=3.0)
+    assert HeadConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(InputError, match="unknown keys \\['depth'\\]"):
+        HeadConfig.from_dict({**config.to_dict(), "depth": 3})
+    with pytest.raises(InputError, match="required"):
+        HeadConfig.from_dict({"latent_channels": 4})
+    with pytest.raises(InputError, match="preset"):
+        HeadConfig.from_preset("huge", 4, "x")
+
+
+@pytest.mark.parametrize("overrides, argument", [
+    ({"ev_min": 5.0, "ev_max": -7.0}, "ev_max"), ({"widths": (8, 10, 32)}, "widths"),
+    ({"latent_channels": 0}, "latent_channels"), ({"space": ""}, "space"), ({"fourier_frequencies": -1}, "fourier")])
+def test_config_validates_values(overrides, argument):
+    with pytest.raises(InputError, match=argument):
+        HeadConfig.from_dict({**tiny_config().to_dict(), **overrides})
+
+
+def test_frozen_config():
+    with pytest.raises(Exception):
+        tiny_config().latent_channels = 8
+
+
+@pytest.mark.parametrize("preset, low, high", [("tiny", 3e4, 1e5), ("small", 1.5e5, 4e5), ("base", 6e5, 1.1e6),
+                                               ("large", 1.1e6, 1.6e6)])
+def test_preset_parameter_counts_for_32_channels(preset, low, high):
+    head = ExposureHead(HeadConfig.from_preset(preset, 32, "taef2"))
+    assert low < sum(p.numel() for p in head.parameters()) < high
+    assert set(HEAD_PRESETS) == {"tiny", "small", "base", "large"}
+
+
+# --- inputs -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("evs", [[], [float("nan")], torch.zeros(3, 2), [[1.0]]])
+def test_bad_evs_are_refused(evs):
+    with pytest.raises(InputError, match="evs"):
+        ExposureHead(tiny_config())(latent(), evs)
+
+
+def test_wrong_latent_channels_are_refused():
+    with pytest.raises(InputError, match="test-space"):
+        ExposureHead(tiny_config())(torch.zeros(1, C + 1, 4, 4), [0.0])
+
+
+# --- weights I/O --------------------------------------------------------------------------------------------------
+
+def test_save_load_round_trip(tmp_path):
+    head = perturbed_head()
+    path = save_head(head, tmp_path / "head.safetensors", extra_metadata={"steps": 10, "data": "hdri/train"})
+    loaded = load_head(path, expected_space="test-space")
+    assert loaded.config == head.config
+    z0, evs = latent(), [-1.0, 0.0, 3.0]
+    assert torch.equal(loaded(z0, evs), head(z0, evs))
+    metadata = read_head_metadata(path)
+    assert metadata["format"] == HEAD_FORMAT and metadata["space"] == "test-space" and metadata["steps"] == "10"
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
+
+
+def test_wrong_space_is_refused(tmp_path):
+    path = save_head(ExposureHead(tiny_config()), tmp_path / "head.safetensors")
+    with pytest.raises(InputError, match="trained for latent space 'test-space' cannot read latents of codec 'flux1'"):
+        load_head(path, expected_space="flux1")
+
+
+def test_files_that_are_not_heads_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    for name in ("other.safetensors", "junk.safetensors", "missing.safetensors"):
+        with pytest.raises(InputError, match="head"):
+            load_head(tmp_path / name)
+    with pytest.raises(InputError, match="reserved"):
+        save_head(ExposureHead(tiny_config()), tmp_path / "h.safetensors", extra_metadata={"space": "x"})
+
+
+def test_low_precision_parameters_keep_the_input_dtype():
+    head = perturbed_head()
+    z0, evs = latent(), [-2.0, 1.0]
+    reference = head(z0, evs)
+    out = head.to(torch.bfloat16)(z0, evs)
+    assert out.dtype == torch.float32
+    assert (out - reference).abs().max() < 0.1 * reference.abs().max()

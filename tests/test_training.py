@@ -1,0 +1,310 @@
+"""Head training: sampling, the latent cache, the loop (EMA, lr, exact resume), the head job and the CLI.
+
+Everything runs on a tiny random AutoencoderTiny codec (downscale 8, 4 latent channels) and three synthetic
+128x64 HDR panoramas written as Radiance files, with 16x16 crops and 32x16 panoramas.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from latenthdr.cli import main
+from latenthdr.errors import InputError
+from latenthdr.training import data, head as th, loop
+
+SAMPLING = data.SamplingConfig(crop_size=16, pano_width=32, pano_height=16, pano_fraction=0.4)
+EVS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+
+
+def _tiny_vae():
+    import diffusers
+
+    torch.manual_seed(0)
+    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                                     num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+                                     latent_channels=4)
+
+
+class CountingCodec:
+    """The tiny codec, counting encoded frames (to see what a cache rebuild re-encodes)."""
+
+    def __init__(self, codec, space="tiny-test"):
+        self.codec, self.space, self.frames = codec, space, 0
+        self.latent_channels, self.downscale = codec.latent_channels, codec.downscale
+
+    def encode(self, y, **kw):
+        self.frames += y.shape[0]
+        return self.codec.encode(y, **kw)
+
+    def decode(self, z, **kw):
+        return self.codec.decode(z, **kw)
+
+    @property
+    def device(self):
+        return self.codec.device
+
+
+def _panorama(seed: int, height: int = 64) -> np.ndarray:
+    """Sky gradient, a ground, and a small sun 2^12 brighter than the sky: [H, 2H, 3] float32 linear."""
+    rng = np.random.default_rng(seed)
+    rows = np.linspace(1.0, 0.05, height)[:, None, None]
+    img = np.broadcast_to(rows * np.array([0.4, 0.6, 1.0]), (height, 2 * height, 3)).copy()
+    img *= rng.uniform(0.5, 1.5, size=(height, 2 * height, 1))
+    cy, cx = rng.integers(8, height // 2), rng.integers(0, 2 * height)
+    img[cy - 2:cy + 2, cx - 2:cx + 2] = 4096.0
+    return img.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    import cv2
+
+    root = tmp_path_factory.mktemp("hdri")
+    for name, seeds in (("train", (1, 2, 3)), ("val", (4,))):
+        (root / name).mkdir()
+        for s in seeds:
+            cv2.imwrite(str(root / name / f"pano{s}.hdr"), _panorama(s)[..., ::-1])  # OpenCV stores BGR
+    return root
+
+
+@pytest.fixture(scope="module")
+def codec():
+    from latenthdr.models.codecs import TinyCodec
+
+    return TinyCodec(_tiny_vae(), space="tiny-test")
+
+
+def _options(folders, **kw) -> th.HeadTrainOptions:
+    base = dict(codec="unused", data=str(folders / "train"), val=str(folders / "val"), evs=EVS, preset="tiny",
+                samples=12, val_samples=3, sampling=SAMPLING, batch_size=4, lr=3e-3, steps=8, warmup_steps=2,
+                ema_half_life_steps=2.0, val_every=4, merged_every=1, merged_samples=2, seed=0)
+    return th.HeadTrainOptions(**{**base, **kw})
+
+
+# --------------------------------------------------------------------------------------- physics first
+def test_panorama_sample_area_resize_keeps_mean_radiance(folders):
+    from latenthdr import io
+
+    pano = io.to_tensor(io.read_hdr(folders / "train" / "pano1.hdr").pixels)
+    spec = data.SampleSpec(0, "pano1.hdr", "panorama", 90.0, 0.0, 0.0, True, 0.01, 16, 32)
+    H, scale = data.render_sample(pano, spec)
+    assert H.shape == (3, 16, 32)
+    # area averaging conserves linear energy; roll and flip only move it
+    torch.testing.assert_close(H.double().mean(dim=(1, 2)), pano.double().mean(dim=(1, 2)) * scale, rtol=1e-5, atol=0)
+
+
+@given(fraction=st.floats(0.01, 0.2))
+@settings(max_examples=10, deadline=None)
+def test_anchoring_clips_the_asked_fraction(fraction):
+    pano = torch.rand(3, 64, 128, generator=torch.Generator().manual_seed(0)) + 0.01
+    spec = data.SampleSpec(0, "x", "panorama", 0.0, 0.0, 0.0, False, fraction, 32, 64)
+    H, _ = data.render_sample(pano, spec)
+    clipped = (H.amax(dim=0) >= 1.0 - 1e-6).double().mean().item()
+    assert abs(clipped - fraction) <= 1.5 / (32 * 64)
+
+
+def test_bracket_clips_at_one_and_plus_one_ev_doubles_the_signal():
+    H = torch.tensor([0.25, 0.5, 0.9, 1.0, 3.0]).view(1, 1, 5).expand(3, 1, 5)
+    y = data.sample_bracket(H, (0.0, 1.0))  # [2, 3, 1, 5], 8-bit gamma 2.2
+    assert y[0, 0, 0].tolist()[3:] == [1.0, 1.0] and y[0, 0, 0, 2] < 1.0  # EV 0 clips where H reaches 1
+    assert y[1, 0, 0, 0] == y[0, 0, 0, 1] and y[1, 0, 0, 2] == 1.0  # +1 EV: 0.25 reads as 0.5; 0.9 clips
+
+
+# ------------------------------------------------------------------------------------------- sampling
+def test_specs_are_per_sample_and_within_ranges():
+    a = data.draw_specs(["a.hdr", "b.hdr"], 20, seed=3, sampling=SAMPLING)
+    assert a[:7] == data.draw_specs(["a.hdr", "b.hdr"], 7, seed=3, sampling=SAMPLING)  # not tied to the count
+    assert a != data.draw_specs(["a.hdr", "b.hdr"], 20, seed=4, sampling=SAMPLING)
+    assert {s.kind for s in a} == {"crop", "panorama"} and {s.source for s in a} == {"a.hdr", "b.hdr"}
+    for s in a:
+        assert 0.001 <= s.clipped_fraction <= 0.1 and -180 <= s.yaw_deg <= 180
+        if s.kind == "crop":
+            assert -35 <= s.pitch_deg <= 35 and 50 <= s.fov_deg <= 110 and (s.height, s.width) == (16, 16)
+        else:
+            assert (s.height, s.width) == (16, 32)
+
+
+def test_sampling_config_rejects_bad_sizes():
+    with pytest.raises(InputError, match="pano_size"):
+        data.SamplingConfig(pano_width=100, pano_height=64)
+    with pytest.raises(InputError, match="crop_size"):
+        data.SamplingConfig(crop_size=20).check_multiple(8)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+def test_cache_is_built_once_resumed_per_shard_and_never_mixed(folders, codec, tmp_path):
+    counting = CountingCodec(codec)
+    build = lambda **kw: data.build_latent_cache(folders / "train", counting, kw.pop("evs", EVS), 10,  # noqa: E731
+                                                 tmp_path / "c", kw.pop("seed", 0), SAMPLING, shard_size=4, **kw)
+    cache = build()
+    assert counting.frames == 10 * len(EVS) and len(cache) == 10 and cache.space == "tiny-test"
+    shapes = {(g.kind, tuple(g.z.shape[-2:])) for g in cache.groups}
+    assert shapes == {("crop", (2, 2)), ("panorama", (2, 4))}
+    assert all(g.z.dtype == torch.float16 and g.z.shape[1:3] == (len(EVS), 4) and g.hdr is None for g in cache.groups)
+    build()
+    assert counting.frames == 10 * len(EVS)  # reused: nothing encoded again
+    shard = cache.manifest["shards"][0]
+    (tmp_path / "c" / shard["file"]).unlink()
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest["complete"] = False  # an interrupted build
+    (tmp_path / "c" / "manifest.json").write_text(json.dumps(manifest))
+    again = build()
+    assert counting.frames == (10 + len(shard["indices"])) * len(EVS)  # only the missing shard
+    for g, h in zip(cache.groups, again.groups):
+        assert torch.equal(g.index, h.index) and torch.allclose(g.z.float(), h.z.float(), atol=2e-3)
+    for change in ({"evs": (-1.0, 0.0, 1.0)}, {"seed": 1}, {"keep_hdr": True}):
+        with pytest.raises(InputError, match="cache"):
+            build(**change)
+    counting.space = "other-space"
+    with pytest.raises(InputError, match="codec_space"):
+        build()
+    rebuilt = build(rebuild=True)
+    assert rebuilt.space == "other-space"
+
+
+def test_z0_is_encoded_separately_when_0_is_not_on_the_ladder(folders, codec, tmp_path):
+    with_zero = data.build_latent_cache(folders / "val", codec, "-1:1:1", 4, tmp_path / "a", 0, SAMPLING,
+                                        keep_hdr=True)
+    without = data.build_latent_cache(folders / "val", codec, "-1,1", 4, tmp_path / "b", 0, SAMPLING)
+    for g, h in zip(with_zero.groups, without.groups):
+        assert torch.equal(g.z0, g.z[:, 1]) and h.z.shape[1] == 2
+        torch.testing.assert_close(h.z0.float(), g.z0.float(), atol=2e-3, rtol=0)
+        assert g.hdr.dtype == torch.float32 and g.hdr.shape[-2:] == (g.z.shape[-2] * 8, g.z.shape[-1] * 8)
+
+
+# ----------------------------------------------------------------------------------------------- loop
+def test_lr_schedule_and_ema_half_life():
+    cfg = loop.LoopConfig(lr=1.0, warmup_steps=4, max_steps=104, lr_min_ratio=0.1)
+    assert loop.lr_at(0, cfg) == 0.25 and loop.lr_at(3, cfg) == 1.0
+    assert loop.lr_at(54, cfg) == pytest.approx(0.55) and loop.lr_at(104, cfg) == pytest.approx(0.1)
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = loop.EMA(model, half_life_steps=10)
+    torch.nn.init.ones_(model.weight)
+    for step in range(1, 11):
+        ema.update(model, step)
+    assert ema.module.weight.item() == pytest.approx(0.5)  # the initial weight's share halves in 10 steps
+
+
+def test_config_needs_a_limit():
+    with pytest.raises(InputError, match="max_steps"):
+        loop.LoopConfig()
+
+
+# ----------------------------------------------------------------------------------------- head job
+def test_head_training_reduces_latent_error_and_writes_its_run(folders, codec, tmp_path):
+    result = th.train_head(_options(folders, steps=30, val_every=10, merged_every=3), tmp_path / "run",
+                           codec=codec, command="test")
+    curve = json.loads((tmp_path / "run" / "val_curve.json").read_text())
+    assert [r["step"] for r in curve] == [10, 20, 30]
+    final = result.final_val
+    assert final["latent_mse"] < final["identity_mse"] and final["identity_over_head"] > 1.2
+    assert set(final["latent_mse_per_ev"]) == {"-2", "-1", "0", "1", "2"}
+    assert math.isfinite(final["merged_pu21_psnr"]) and final["oracle_stops"] > 0
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines())
+              if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    from latenthdr.models.head import load_head, read_head_metadata
+
+    load_head(result.head_path, expected_space="tiny-test")
+    meta = read_head_metadata(result.head_path)
+    assert json.loads(meta["steps"]) == 30 and meta["training_command"] == "test"
+    assert json.loads(meta["final_val"])["latent_mse"] == pytest.approx(final["latent_mse"])
+
+
+def test_resume_after_a_crash_gives_the_same_weights(folders, codec, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    opts = _options(folders, steps=7, val_every=3, checkpoint_every=2, cache=str(tmp_path / "cache"))
+    th.train_head(opts, tmp_path / "a", codec=codec, command="test")
+    original = th.HeadStep.__call__
+
+    def crash_at_5(self, model, step, acc):
+        if step == 5:
+            raise RuntimeError("simulated crash")
+        return original(self, model, step, acc)
+
+    monkeypatch.setattr(th.HeadStep, "__call__", crash_at_5)
+    with pytest.raises(RuntimeError, match="simulated"):
+        th.train_head(opts, tmp_path / "b", codec=codec, command="test")
+    monkeypatch.setattr(th.HeadStep, "__call__", original)
+    with pytest.raises(InputError, match="seed"):
+        th.train_head(_options(folders, steps=7, seed=1, cache=str(tmp_path / "cache")), tmp_path / "b",
+                      codec=codec, resume=True)
+    resumed = th.train_head(opts, tmp_path / "b", codec=codec, command="test", resume=True)
+    a, b = load_file(str(tmp_path / "a" / "head.safetensors")), load_file(str(tmp_path / "b" / "head.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.steps == 7
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("elapsed_s", "val_s")} for r in rs]  # noqa: E731
+    curves = [json.loads((tmp_path / d / "val_curve.json").read_text()) for d in ("a", "b")]
+    assert strip(curves[0]) == strip(curves[1])
+
+
+def test_pixel_loss_reaches_the_head_through_the_frozen_decoder(folders, codec, tmp_path):
+    from latenthdr.models.head import ExposureHead, HeadConfig
+
+    cache = data.build_latent_cache(folders / "val", codec, EVS, 4, tmp_path / "c", 0, SAMPLING, keep_hdr=True)
+    step = th.HeadStep(cache, 2, 0, pixel_loss=1.0, codec=codec)
+    model = ExposureHead(HeadConfig.from_preset("tiny", 4, "tiny-test", ev_min=-2.0, ev_max=2.0))
+    loss, scalars = step(model, 0, loop.make_accelerator())
+    loss.backward()
+    assert scalars["loss_px"] > 0 and model.conv_out.weight.grad.abs().sum() > 0
+    assert not any(p.grad is not None for p in codec.module.parameters())  # the codec stays frozen
+    with pytest.raises(InputError, match="pixel_loss"):
+        th.HeadStep(data.build_latent_cache(folders / "val", codec, EVS, 4, tmp_path / "d", 0, SAMPLING), 2, 0,
+                    pixel_loss=1.0, codec=codec)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def _cli(folders, out, *extra):
+    return ["train", "head", "--codec", "taef2", "--data", str(folders / "train"), "--val", str(folders / "val"),
+            "--out", str(out), *extra]
+
+
+def test_cli_dry_run_prints_resolved_options(folders, tmp_path, capsys):
+    assert main(_cli(folders, tmp_path / "run", "--dry-run", "--evs", "-3:3:1", "--minutes", "2")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["options"]["evs"] == [-3, -2, -1, 0, 1, 2, 3] and report["options"]["steps"] is None
+    assert report["loop"]["max_minutes"] == 2 and report["cache"].endswith("cache")
+    assert "--evs -3:3:1" in report["command"] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (("--pano-size", "256x100"), "--pano-size"), (("--evs", "0"), "--evs"), (("--samples", "0"), "--samples"),
+    (("--preset", "huge"), "--preset"), (("--crop-size", "100"), "--crop-size"), (("--lr", "-1"), "--lr"),
+    (("--pano-fraction", "1.5"), "--pano-fraction"), (("--resume", "--overwrite"), "--resume/--overwrite"),
+    (("--resume",), "--resume")])
+def test_cli_bad_arguments_name_the_flag(folders, tmp_path, capsys, extra, flag):
+    assert main(_cli(folders, tmp_path / "run", "--dry-run", *extra)) == 2
+    assert f"error: {flag}:" in capsys.readouterr().err
+
+
+def test_cli_refuses_missing_data_and_an_existing_run_dir(folders, tmp_path, capsys):
+    args = _cli(folders, tmp_path / "run", "--dry-run")
+    args[args.index("--data") + 1] = str(tmp_path / "nowhere")
+    assert main(args) == 2 and "--data:" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("")
+    assert main(_cli(folders, tmp_path / "run", "--dry-run")) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(_cli(folders, tmp_path / "run", "--dry-run", "--overwrite")) == 0
+
+
+def test_cli_trains_end_to_end_with_a_local_codec(folders, tmp_path, capsys):
+    _tiny_vae().save_pretrained(tmp_path / "vae")
+    args = _cli(folders, tmp_path / "run", "--steps", "3", "--samples", "6", "--val-samples", "2",
+                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "3",
+                "--merged-samples", "1", "--batch-size", "2", "--no-progress")
+    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 3 and report["stopped_by"] == "steps" and "identity_over_head" in report["final_val"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["options"]["sampling"]["crop_size"] == 16 and config["head"]["widths"] == [8, 16, 32]
