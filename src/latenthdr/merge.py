@@ -13,6 +13,7 @@ Fallbacks (METHOD.md): a pixel that no frame sees well (every frame has a channe
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -244,7 +245,9 @@ def recover_response_debevec(
     recovered curve is defined only up to one scale per channel; fixing each at code 255 keeps clipped white
     neutral (Debevec's solve leaves white balance to the caller).
     """
-    import colour_hdri  # heavy; only this function needs it
+    with warnings.catch_warnings():  # colour warns at import that matplotlib (plotting only) is absent
+        warnings.simplefilter("ignore")
+        import colour_hdri  # heavy; only this function needs it
 
     y = stack_frames(frames)
     exposure_times_to_evs(exposure_times_s)  # validates the times
@@ -275,6 +278,7 @@ def merge_photographs(
     high: float = 0.98,
     compute_dtype: torch.dtype = torch.float32,
     samples: int = 400,
+    response_lut: torch.Tensor | np.ndarray | None = None,
 ) -> MergeResult:
     """Merge real photographs taken at known exposure times into linear HDR (METHOD.md Eq. 9).
 
@@ -283,7 +287,8 @@ def merge_photographs(
     e_k = log2(t_k / t_ref) (``exposure_times_to_evs``): the output's 1.0 is the clipping level of the
     reference frame (the middle exposure unless ``reference_time_s`` is given).
     response: "curve" linearises with the display curve ``curve`` (sRGB for camera JPEGs); "debevec"
-    recovers the camera response from the frames (``recover_response_debevec``) and uses it instead.
+    recovers the camera response from the frames (``recover_response_debevec``) and uses it instead; a
+    ``response_lut`` already recovered (e.g. once per camera) skips the recovery.
     """
     if response not in RESPONSES:  # (the argument shadows the response module inside this function)
         raise InputError("response", f"got {response!r}; accepted: {', '.join(RESPONSES)}")
@@ -291,8 +296,8 @@ def merge_photographs(
     evs, _ = exposure_times_to_evs(exposure_times_s, reference_time_s)
     if len(evs) != y.shape[0]:
         raise InputError("exposure_times_s", f"{len(evs)} times for {y.shape[0]} frames")
-    lut = None
-    if response == "debevec":
+    lut = response_lut
+    if lut is None and response == "debevec":
         lut = torch.from_numpy(recover_response_debevec(y, exposure_times_s, samples=samples))
     return merge_bracket(y, evs, curve, low=low, high=high, compute_dtype=compute_dtype, response_lut=lut)
 

@@ -45,14 +45,35 @@ def _model_command_modules() -> tuple:
     return tuple(modules)
 
 
+# Options whose values may start with "-" (an EV ladder such as -7:5:1); argparse would take them for flags.
+NEGATIVE_VALUE_OPTIONS = ("--evs", "--ev", "--exposure")
+
+
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """Rewrite ``--evs -7:5:1`` as ``--evs=-7:5:1`` so the documented form parses."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in NEGATIVE_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.handler(args) or 0)
     except LatentHDRError as err:
         print(f"latenthdr {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`): not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"latenthdr {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

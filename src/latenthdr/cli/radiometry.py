@@ -68,7 +68,8 @@ def run_bracket(args) -> int:
     y = exposure.synthesize_bracket(H * scale, evs, curve=args.curve, bits=8)
     meta = {"source": str(args.input), "curve": args.curve, "bits": 8, "ev0_scale": scale, "anchor": anchor}
     paths = io.write_bracket_dir(args.output, [io.to_numpy(f) for f in y], evs, meta, overwrite=args.overwrite)
-    print_json({"directory": args.output, "frames": [str(p) for p in paths], "evs": list(evs), "ev0_scale": scale})
+    print_json({"directory": args.output, "frames": [str(p) for p in paths], "evs": list(evs), "ev0_scale": scale,
+                "negative_clamped": image.negative_clamped})
     return 0
 
 
@@ -135,10 +136,12 @@ def _merge_photographs(args):
     frames = torch.stack([io.to_tensor(im.pixels) for im in images])
     curve = "srgb" if args.response == "debevec" else args.response
     response = "debevec" if args.response == "debevec" else "curve"
-    result = merge.merge_photographs(frames, times, curve=curve, response=response)
+    lut = merge.recover_response_debevec(frames, times) if response == "debevec" else None
+    result = merge.merge_photographs(frames, times, curve=curve, response=response, response_lut=lut)
     evs, reference_time_s = merge.exposure_times_to_evs(times)
     return result, {"exposure_times_s": times, "response": args.response, "evs": evs,
                     "reference_time_s": reference_time_s,
+                    "response_lut": None if lut is None else [[round(float(v), 7) for v in row] for row in lut],
                     "sources": [str(p) for p in args.inputs]}
 
 

@@ -124,12 +124,13 @@ def head_options(args):
 
 
 def head_command(options, out: str) -> str:
-    """The canonical command line that reproduces ``options`` (recorded in the run and the head's metadata)."""
+    """The canonical command line that reproduces ``options`` (recorded in the run and the head's metadata).
+    The ladder is written ``--evs=-7:5:1``: argparse would read a separate ``-7:5:1`` as an option."""
     from latenthdr.exposure import format_ev_ladder
 
     s = options.sampling
     parts = ["latenthdr", "train", "head", "--codec", options.codec, "--data", options.data, "--val", options.val,
-             "--evs", format_ev_ladder(options.evs), "--out", out, "--preset", options.preset,
+             f"--evs={format_ev_ladder(options.evs)}", "--out", out, "--preset", options.preset,
              "--samples", options.samples, "--val-samples", options.val_samples, "--crop-size", s.crop_size,
              "--pano-size", f"{s.pano_width}x{s.pano_height}", "--pano-fraction", s.pano_fraction, "--batch-size", options.batch_size,
              "--lr", options.lr, "--warmup", options.warmup_steps, "--ema-half-life", options.ema_half_life_steps,

@@ -282,6 +282,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
                        options.pixel_evs_per_scene)
     validator = None if caches.get("val") is None else HeadValidator(
         caches["val"], codec, options.batch_size, options.merged_every, options.merged_samples)
+    loop.set_seed(options.seed)  # the initial weights depend on the seed only
     result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
                         resume=resume, progress=progress, accelerator=acc)
     final = _finite(result.history[-1]) if result.history else {}

@@ -312,7 +312,8 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     update. Every ``val_every_steps`` and at the end, ``validate(step, ema_module, final)`` returns scalars
     (validation runs on the EMA weights, the ones a job ships). Writes ``run_dir/log.jsonl`` and
     ``run_dir/checkpoints/``. ``resume``: continue from the newest checkpoint, bit-identically; SIGINT stops
-    cleanly between steps with a checkpoint (stopped_by "interrupt").
+    cleanly between steps with a checkpoint (stopped_by "interrupt"). Build ``model`` after ``set_seed`` so
+    its initial weights depend on the seed alone.
     """
     acc = accelerator or make_accelerator()
     run_dir = Path(run_dir)
@@ -337,7 +338,8 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     last_save, saved_step, record = time.monotonic(), state.step, {}
     bar = _progress_bar(config, state.step, progress and acc.is_main_process)
     with _StopFlag() as flag:
-        while not (stopped_by := _stop_reason(state, config, flag)):
+        stopped_by = _stop_reason(state, config, flag)
+        while not stopped_by:
             record = _one_step(model, optimizer, step_fn, state.step, acc, config)
             state.step += 1
             ema.update(acc.unwrap_model(model), state.step)
@@ -346,8 +348,10 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
             if state.step % config.log_every_steps == 0:
                 logger.log({"step": state.step, "kind": "train", "elapsed_s": round(state.elapsed_s, 3), **record})
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
-            if validate is not None and state.step % config.val_every_steps == 0:
-                _validate(validate, ema, state, logger, final=False)
+            stopped_by = _stop_reason(state, config, flag)
+            final = stopped_by in ("steps", "time")
+            if validate is not None and (final or state.step % config.val_every_steps == 0):
+                _validate(validate, ema, state, logger, final=final)
             if (state.step % config.checkpoint_every_steps == 0
                     or time.monotonic() - last_save > 60 * config.checkpoint_every_minutes):
                 save()
