@@ -58,9 +58,9 @@ class LatentHDRPipeline:
         self.decode_chunk_size = decode_chunk_size
 
     @classmethod
-    def from_pretrained(cls, codec: str = "embedded", head: str | None = None, device: str = "cpu", **kwargs):
-        """Build from a codec spec (``models.codecs.load_codec``) and a head file (default: the shipped head
-        for that codec, ``models.registry``)."""
+    def from_pretrained(cls, codec: str | None = None, head: str | None = None, device: str = "cpu", **kwargs):
+        """Build from a codec spec (``models.codecs.load_codec``; None: the embedded default) and a head file
+        (None: the head shipped for that codec's latent space, ``models.registry``)."""
         from latenthdr.models import registry
 
         codec_model = registry.load_codec_for(codec, device=device)

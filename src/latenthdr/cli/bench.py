@@ -1,0 +1,101 @@
+"""``latenthdr bench``: benchmarks that print JSON and can write a Markdown table for docs/."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from latenthdr.cli._common import add_overwrite, print_json
+
+
+def register(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (l2h: the SI-HDR protocol on held-out HDR files)")
+    kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
+    p = kinds.add_parser("l2h", help="image-to-HDR on held-out HDRs: stops, PU21-PSNR, clipped-pixel error")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of reference HDRs (.exr/.hdr)")
+    p.add_argument("--clip", default="0.03,0.05", help="clipped fractions of the LDR input (default 0.03,0.05)")
+    p.add_argument("--codec", help="latent codec spec (default: the embedded default)")
+    p.add_argument("--head", help="exposure head file (default: the head shipped for the codec)")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
+    p.add_argument("--width", type=int, default=0, help="resize references to this width first (0: as they are)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N files (0: all)")
+    p.add_argument("--json", metavar="OUT.json", help="write rows and summary as JSON")
+    p.add_argument("--markdown", metavar="OUT.md", help="write the summary table as Markdown")
+    add_overwrite(p)
+    p.set_defaults(handler=run_l2h)
+
+
+def _clip_fractions(spec: str) -> list[float]:
+    from latenthdr.errors import InputError
+
+    try:
+        values = [float(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        raise InputError("--clip", f"cannot parse {spec!r}; accepted: fractions such as 0.03,0.05") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise InputError("--clip", f"got {spec!r}; every clipped fraction must be in (0, 1)")
+    return values
+
+
+def load_references(data: str, width: int, limit: int):
+    """(name, H [3,H,W]) for the HDR files of a folder, optionally resized (area) to ``width``."""
+    import torch.nn.functional as F
+
+    from latenthdr import io
+    from latenthdr.errors import InputError
+
+    folder = Path(data)
+    if not folder.is_dir():
+        raise InputError("--data", f"{data}: not a directory")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in io.HDR_EXTENSIONS)
+    if not files:
+        raise InputError("--data", f"{data}: holds no .exr/.hdr files")
+    if width < 0:
+        raise InputError("--width", f"got {width}; accepted: 0 (keep) or a positive width")
+    for path in files[: limit or None]:
+        H = io.to_tensor(io.read_hdr(path, "--data").pixels)
+        if width and width != H.shape[-1]:
+            height = max(8, round(H.shape[-2] * width / H.shape[-1]))
+            H = F.interpolate(H[None], size=(height, width), mode="area")[0]
+        yield path.stem, H
+
+
+def run_l2h(args) -> int:
+    from latenthdr import exposure, io
+    from latenthdr.bench import l2h
+    from latenthdr.models import registry
+    from latenthdr.pipeline import LatentHDRPipeline
+
+    clips = _clip_fractions(args.clip)
+    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    for out in (args.json, args.markdown):
+        if out:
+            io.check_output(out, args.overwrite, "--json/--markdown")
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    timings: dict[str, float] = {}
+
+    def method(blend: bool):
+        def reconstruct(ldr, ladder):
+            result = pipe(ldr, evs=ladder, blend=blend)
+            for stage, seconds in result.timings.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+            return result.hdr[0]
+        return reconstruct
+
+    cases = [l2h.make_case(name, H, c) for name, H in load_references(args.data, args.width, args.limit)
+             for c in clips]
+    started = time.perf_counter()
+    rows = l2h.run(cases, evs, {"head": method(False), "head+blend": method(True)},
+                   progress=lambda case: print(f"  {case.name} @ {case.clip_fraction:.0%}", file=sys.stderr))
+    table = l2h.summarise(rows)
+    report = {"evs": list(evs), "models": registry.describe(pipe.codec, args.head), "width": args.width,
+              "summary": table, "rows": rows, "pipeline_seconds": timings,
+              "wall_seconds": time.perf_counter() - started}
+    if args.json:
+        io.write_json(args.json, report, overwrite=args.overwrite)
+    if args.markdown:
+        with io.atomic_output(args.markdown, args.overwrite) as temp:
+            temp.write_text(l2h.markdown_table(table) + "\n", encoding="utf-8")
+    print_json({k: v for k, v in report.items() if k != "rows"})
+    return 0

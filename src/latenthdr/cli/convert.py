@@ -1,0 +1,88 @@
+"""``latenthdr convert``: image-to-HDR with the LatentHDR pipeline (zero diffusion runs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from latenthdr.cli._common import add_overwrite, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="LDR photo or panorama -> linear HDR EXR (+ preview, bracket sheet, JSON)")
+    p.add_argument("input", metavar="IN", help="LDR image (.png/.jpg/.tif, 8 or 16 bit) or a clipped linear .exr")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.exr", help="output EXR")
+    p.add_argument("--codec", help="latent codec: 'embedded' (default when shipped), 'taef2', a VAE dir or hub id")
+    p.add_argument("--head", help="exposure head .safetensors (default: the head shipped for the codec)")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
+    p.add_argument("--panorama", default="auto", choices=("auto", "on", "off"),
+                   help="equirectangular handling (seamless wrap); auto = 2:1 aspect")
+    p.add_argument("--blend", action="store_true",
+                   help="keep the input where it is well exposed; predicted frames fill clipped and black areas")
+    p.add_argument("--input-curve", default="srgb", choices=("srgb", "gamma2.2"),
+                   help="display curve of an LDR input (default srgb, as cameras and the web use)")
+    p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
+    p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
+    add_overwrite(p)
+    p.set_defaults(handler=run_convert)
+
+
+def output_paths(output: str, previews: bool) -> dict[str, Path]:
+    """OUT.exr and its companions: OUT.json, OUT.preview.png, OUT.bracket.png."""
+    exr = Path(output)
+    paths = {"exr": exr, "json": exr.with_suffix(".json")}
+    if previews:
+        paths.update(preview=exr.with_suffix(".preview.png"), bracket=exr.with_suffix(".bracket.png"))
+    return paths
+
+
+def load_input(path: str, input_curve: str):
+    """The input as the pipeline's EV-0 frame: [3,H,W] gamma-2.2 display values in [0, 1], and a description."""
+    import torch
+
+    from latenthdr import io, response
+
+    image = io.read_image(path, "IN")
+    if isinstance(image, io.HdrImage):  # a linear file: 1.0 is taken as the clipping level
+        linear, note = torch.from_numpy(image.pixels).permute(2, 0, 1).clamp(0, 1), "linear EXR/HDR, clipped at 1"
+    else:
+        linear = response.decode(io.to_tensor(image.pixels), input_curve)
+        note = f"{image.bits}-bit {input_curve}"
+    return response.encode(linear, "gamma2.2"), {"file": str(path), "encoding": note}
+
+
+def run_convert(args) -> int:
+    from latenthdr import exposure, io, metrics, tonemap
+    from latenthdr.models import registry
+    from latenthdr.pipeline import LatentHDRPipeline
+
+    started = time.perf_counter()
+    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    paths = output_paths(args.output, not args.no_previews)
+    io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
+    for path in paths.values():
+        io.check_output(path, args.overwrite, "--output")
+    image, source = load_input(args.input, args.input_curve)
+    t0 = time.perf_counter()
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    load_s = time.perf_counter() - t0
+    out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=args.blend)
+    hdr = out.hdr[0]
+    t0 = time.perf_counter()
+    models = registry.describe(pipe.codec, args.head)
+    report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
+              "panorama": out.panorama, "blend": args.blend, "models": models, "plow": out.plow[0],
+              "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:])}
+    io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=args.overwrite,
+                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "blend": args.blend,
+                           "head": models["head"] or "", "scale": "relative: 1.0 = the input's clipping level"})
+    if not args.no_previews:
+        preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
+        io.write_png(paths["preview"], io.to_numpy(preview), overwrite=args.overwrite)
+        sheet = tonemap.contact_sheet(out.brackets[0], [f"EV {e:+g}" for e in evs], columns=7)
+        io.write_png(paths["bracket"], io.to_numpy(sheet), overwrite=args.overwrite)
+    report["timings_s"] = {"load_models": load_s, **out.timings, "write": time.perf_counter() - t0,
+                           "total": time.perf_counter() - started}
+    io.write_json(paths["json"], report, overwrite=args.overwrite)
+    print_json(report)
+    return 0
