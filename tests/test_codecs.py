@@ -229,7 +229,7 @@ def test_load_codec_from_local_directories(tmp_path):
     assert isinstance(load_codec(str(tmp_path / "tiny"), space="taesd"), TinyCodec)
 
 
-@pytest.mark.parametrize("spec", ["no-such-codec", "/definitely/not/here", "a/b/c"])
+@pytest.mark.parametrize("spec", ["no-such-codec", "/definitely/not/here", "a/b/c", "./missing/dir", "../vae"])
 def test_unknown_spec_lists_accepted_forms(spec):
     with pytest.raises(InputError, match="accepted: 'taef2'"):
         load_codec(spec)

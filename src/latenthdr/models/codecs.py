@@ -303,7 +303,7 @@ def load_codec(spec: str, device="cpu", dtype: torch.dtype = torch.float32, spac
             local = local / "vae"
         if (local / "config.json").is_file():
             return codec_from_module(_load_diffusers(str(local), None, device, dtype), space)
-    if not local.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+    if not local.exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", spec):
         return codec_from_module(_load_hub(spec, device, dtype), space)
     raise InputError("codec", f"cannot load {spec!r}; accepted: {', '.join(CODEC_SPEC_FORMS)}")
 
