@@ -73,7 +73,8 @@ class SamplingConfig:
 
     def check_multiple(self, multiple: int, argument: str = "sampling") -> None:
         """InputError unless every size is a multiple of ``multiple`` (the codec's downscale)."""
-        for name, value in (("crop_size", self.crop_size), ("pano_size", self.pano_width), ("pano_size", self.pano_height)):
+        sizes = (("crop_size", self.crop_size), ("pano_size", self.pano_width), ("pano_size", self.pano_height))
+        for name, value in sizes:
             if value % multiple:
                 raise InputError(name, f"got {value} pixels; accepted: a multiple of the codec's downscale {multiple}")
 

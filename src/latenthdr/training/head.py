@@ -154,24 +154,23 @@ class HeadStep:
 
 class HeadValidator:
     """Validation on the val cache (EMA weights). Every call: latent MSE of the head and of the identity
-    baseline (z0 for every e), overall and per EV, and their ratio identity / head. Every ``merged_every``
-    calls and on the final one, merged-HDR metrics on the first ``merged_samples`` val samples: decode the
+    baseline (z0 for every e), overall and per EV, and their ratio identity / head. At steps that are multiples
+    of ``merged_every * val_every`` (step-based, so a resumed run keeps the cadence) and on the final call, merged-HDR metrics on the first ``merged_samples`` val samples: decode the
     predicted bracket, merge (METHOD.md Eq. 9), PU21-PSNR (align=True) against the anchored reference and
     stops; the same for the oracle (true latents decoded; computed once) and for the linearised 8-bit EV-0
     input. Needs a cache built with ``keep_hdr=True`` for the merged metrics."""
 
-    def __init__(self, cache: data.LatentCache, codec, batch_size: int = 8, merged_every: int = 5,
-                 merged_samples: int = 4):
+    def __init__(self, cache: data.LatentCache, codec, batch_size: int = 8, val_every: int = 100,
+                 merged_every: int = 5, merged_samples: int = 4):
         self.cache, self.codec, self.batch_size = cache, codec, batch_size
-        self.merged_every, self.merged_samples = merged_every, merged_samples
-        self.calls, self._reference = 0, None
+        self.merged_period = val_every * merged_every  # steps
+        self.merged_samples, self._reference = merged_samples, None
 
     @torch.inference_mode()
     def __call__(self, step: int, module, final: bool) -> dict:
         module.eval()
-        self.calls += 1
         out = latent_metrics(module, self.cache, self.batch_size)
-        if self.merged_samples > 0 and (final or self.calls % self.merged_every == 0):
+        if self.merged_samples > 0 and (final or step % self.merged_period == 0):
             out.update(self._merged(module))
         return out
 
@@ -179,6 +178,8 @@ class HeadValidator:
         from latenthdr import metrics
 
         picks = _first_samples(self.cache, self.merged_samples)
+        if not picks:  # a val cache built without HDR references
+            return {}
         if self._reference is None:
             self._reference = {"oracle": [], "input": [], "stops_ref": []}
             for group, row in picks:
@@ -267,8 +268,10 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     from latenthdr.models.head import ExposureHead, HeadConfig, save_head
 
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, options, resume, overwrite)
     acc = accelerator or loop.make_accelerator()
+    if acc.is_main_process:  # data-parallel processes wait while the main one prepares the folder and caches
+        _prepare_run_dir(run_dir, options, resume, overwrite)
+    acc.wait_for_everyone()
     codec = codec or codecs.load_codec(options.codec, device=acc.device)
     command = command or shlex.join(sys.argv)
     head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
@@ -277,11 +280,15 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
               "codec_space": codec.space, "command": command}
     if acc.is_main_process:
         io.write_json(run_dir / "config.json", config, overwrite=True)
-    caches, build_s = _build_caches(options, run_dir, codec, overwrite, progress)
+    if acc.is_main_process:
+        caches, build_s = _build_caches(options, run_dir, codec, overwrite, progress)
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        caches, build_s = _open_caches(options, run_dir), {}
     step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
                        options.pixel_evs_per_scene)
     validator = None if caches.get("val") is None else HeadValidator(
-        caches["val"], codec, options.batch_size, options.merged_every, options.merged_samples)
+        caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
     result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
                         resume=resume, progress=progress, accelerator=acc)
@@ -339,6 +346,14 @@ def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bo
                                                progress=progress)
         build_s[name] = round(time.monotonic() - start, 3)
     return caches, build_s
+
+
+def _open_caches(options: HeadTrainOptions, run_dir: Path) -> dict:
+    root = Path(options.cache) if options.cache else run_dir / "cache"
+    caches = {"train": data.open_latent_cache(root / "train")}
+    if options.val is not None and options.val_samples > 0:
+        caches["val"] = data.open_latent_cache(root / "val")
+    return caches
 
 
 def _finite(record):

@@ -359,6 +359,7 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     bar.close()
     if validate is not None and stopped_by != "interrupt" and not _has_final(state):
         _validate(validate, ema, state, logger, final=True)
+    state.elapsed_s = elapsed_before + time.monotonic() - session_start  # the last validation included
     if saved_step != state.step or not checkpointer.latest():
         save()
     return TrainResult(state.step, state.elapsed_s, stopped_by, state.history, ema.module, record.get("loss"))
