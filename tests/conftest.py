@@ -9,6 +9,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Tests never touch the network: any accidental hub access fails at once instead of waiting for time-outs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 
 def find_shared() -> Path | None:
     """../shared beside the repository (or $LATENTHDR_SHARED), if it holds the project's data."""

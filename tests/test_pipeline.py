@@ -1,0 +1,165 @@
+"""LatentHDRPipeline, `latenthdr convert` and `latenthdr bench l2h` with a tiny random codec (no hub, no shared)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from latenthdr import exposure, io, response, scenes
+from latenthdr.cli import main
+from latenthdr.errors import InputError
+from latenthdr.models.codecs import TinyCodec
+from latenthdr.models.head import ExposureHead, HeadConfig, save_head
+from latenthdr.pipeline import LatentHDRPipeline
+
+EVS = (-2.0, 0.0, 2.0)
+
+
+def tiny_vae():
+    import diffusers
+
+    torch.manual_seed(0)
+    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                                     num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+                                     latent_channels=4)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return TinyCodec(tiny_vae())
+
+
+def identity_head(codec, space=None):
+    return ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, space or codec.space))
+
+
+@pytest.fixture(scope="module")
+def pipe(codec):
+    return LatentHDRPipeline(codec, identity_head(codec))
+
+
+def ldr_image(h=32, w=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return exposure.synthesize_bracket(torch.rand(3, h, w, generator=g) * 1.5, [0.0])[0]
+
+
+def test_identity_head_gives_the_same_frame_at_every_ev(pipe, codec):
+    out = pipe(ldr_image(), evs=EVS)
+    assert out.hdr.shape == (1, 3, 32, 48) and out.brackets.shape == (1, 3, 3, 32, 48)
+    assert out.z.shape[:2] == (1, 3) and torch.equal(out.z[:, 0], out.z0) and torch.equal(out.z[:, 2], out.z0)
+    assert torch.allclose(out.brackets[:, 0], out.brackets[:, 2])
+    assert set(out.timings) == {"encode", "head", "decode", "merge"} and out.evs == EVS
+    assert torch.isfinite(out.hdr).all() and (out.hdr > 0).all()
+
+
+def test_batched_call_equals_one_by_one(pipe):
+    a, b = ldr_image(seed=1), ldr_image(seed=2)
+    both = pipe(torch.stack([a, b]), evs=EVS)
+    one = pipe(a, evs=EVS)
+    assert torch.allclose(both.hdr[0], one.hdr[0], atol=1e-5)
+
+
+def test_odd_sizes_and_panorama_detection(pipe):
+    out = pipe(ldr_image(36, 52), evs=EVS)
+    assert out.hdr.shape[-2:] == (36, 52) and not out.panorama
+    assert pipe(ldr_image(32, 64), evs=EVS).panorama
+    assert not pipe(ldr_image(32, 64), evs=EVS, panorama="off").panorama
+
+
+def test_blend_keeps_the_input_where_it_is_well_exposed(pipe):
+    image = ldr_image()
+    out = pipe(image, evs=EVS, blend=True)
+    linear = response.decode(image)
+    inside = ((image > 0.12) & (image < 0.88)).all(dim=0)  # alpha is 0 there
+    assert torch.allclose(out.hdr[0][:, inside], linear[:, inside], rtol=1e-4, atol=1e-6)
+
+
+def test_wrong_space_head_and_bad_images_are_refused(codec, pipe):
+    with pytest.raises(InputError, match="latent space"):
+        LatentHDRPipeline(codec, identity_head(codec, space="flux1"))
+    with pytest.raises(InputError, match="image"):
+        pipe(torch.full((3, 16, 16), 2.0), evs=EVS)
+    with pytest.raises(InputError, match="panorama"):
+        pipe(ldr_image(), evs=EVS, panorama="sometimes")
+
+
+# --- the convert command ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, codec):
+    root = tmp_path_factory.mktemp("models")
+    tiny_vae().save_pretrained(root / "vae")
+    save_head(identity_head(codec), root / "head.safetensors")
+    save_head(identity_head(codec, space="flux1"), root / "flux1-head.safetensors")
+    return root
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+def test_convert_writes_exr_previews_and_sidecar(model_files, tmp_path, capsys):
+    src = tmp_path / "photo.png"
+    cv2.imwrite(str(src), np.rint(ldr_image(40, 80).permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
+    out = tmp_path / "photo.exr"
+    code, report, err = run(capsys, "convert", src, "-o", out, "--codec", model_files / "vae",
+                            "--head", model_files / "head.safetensors", "--evs", "-2:2:1", "--blend")
+    assert code == 0, err
+    for path in report["output"].values():
+        assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists()
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["evs"] == [-2.0, -1.0, 0.0, 1.0, 2.0] and sidecar["panorama"] is True
+    assert {"encode", "head", "decode", "merge", "write", "total"} <= set(sidecar["timings_s"])
+    image = io.read_hdr(out)
+    assert image.pixels.shape == (40, 80, 3)
+    assert io.exr_metadata(image.header)["space"] == sidecar["models"]["space"]
+    code, _, err = run(capsys, "convert", src, "-o", out, "--codec", model_files / "vae",
+                       "--head", model_files / "head.safetensors")
+    assert code == 2 and "--overwrite" in err
+
+
+def test_convert_bad_inputs(model_files, tmp_path, capsys):
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((16, 16, 3), 128, np.uint8))
+    common = ["--codec", model_files / "vae"]
+    cases = [
+        (["convert", tmp_path / "missing.png", "-o", tmp_path / "a.exr", *common,
+          "--head", model_files / "head.safetensors"], "IN"),
+        (["convert", src, "-o", tmp_path / "b.exr", *common, "--head", model_files / "flux1-head.safetensors"],
+         "latent space"),
+        (["convert", src, "-o", tmp_path / "c.exr", *common, "--head", src], "head"),
+        (["convert", src, "-o", tmp_path / "d.exr", *common, "--head", model_files / "head.safetensors",
+          "--evs", "1,1"], "--evs"),
+        (["convert", src, "-o", tmp_path / "e.png", *common, "--head", model_files / "head.safetensors"], "--output"),
+        (["convert", src, "-o", tmp_path / "f.exr", "--codec", "./no-such-model-dir",
+          "--head", model_files / "head.safetensors"], "codec"),
+    ]
+    for argv, named in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert named in err and "Traceback" not in err, (argv, err)
+
+
+def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
+    data = tmp_path / "hdr"
+    data.mkdir()
+    for seed in range(2):
+        H = scenes.sky_panorama(32, 64, sun_yaw_deg=40 * seed, seed=seed)
+        io.write_hdr(data / f"s{seed}.hdr", io.to_numpy(H))
+    code, report, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "0.03,0.05", "--evs", "-4:2:2",
+                            "--codec", model_files / "vae", "--head", model_files / "head.safetensors",
+                            "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
+    assert code == 0, err
+    methods = {(e["clip_fraction"], e["method"]) for e in report["summary"]}
+    assert methods == {(c, m) for c in (0.03, 0.05) for m in ("input", "oracle", "head", "head+blend")}
+    oracle = next(e for e in report["summary"] if e["method"] == "oracle" and e["clip_fraction"] == 0.05)
+    assert oracle["clipped_error_ratio"] < 1.0  # the true bracket beats the clipped input where it clips
+    assert "| 5% | oracle |" in (tmp_path / "r.md").read_text()
+    code, _, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "1.5", "--codec", model_files / "vae",
+                       "--head", model_files / "head.safetensors")
+    assert code == 2 and "--clip" in err
