@@ -208,3 +208,15 @@ def test_metrics_and_info_bad_inputs(hdr_file, tmp_path, capsys):
         code, _, err = run(capsys, *argv)
         assert code == 2, (argv, err)
         assert named in err and "Traceback" not in err, (argv, err)
+
+
+def test_preview_and_bracket_contact_sheet(hdr_file, tmp_path, capsys):
+    code, report, err = run(capsys, "preview", hdr_file, "-o", tmp_path / "p.png", "--operator", "reinhard",
+                            "--exposure", "-1")
+    assert code == 0, err
+    assert report["exposure_ev"] == -1 and io.read_ldr(tmp_path / "p.png").pixels.shape == (32, 64, 3)
+    code, _, err = run(capsys, "preview", hdr_file, "-o", tmp_path / "q.png", "--exposure", "bright")
+    assert code == 2 and "--exposure" in err
+    code, _, err = run(capsys, "bracket", hdr_file, "--evs", "-1,0,1", "-o", tmp_path / "b")
+    assert code == 0, err
+    assert (tmp_path / "b" / "contact.png").is_file()

@@ -463,6 +463,7 @@ def _check_linear_rgb(rgb, argument: str) -> np.ndarray:
 # ------------------------------------------------------------------------------ bracket directories
 BRACKET_JSON = "bracket.json"
 BRACKET_FORMAT = "latenthdr-bracket-v1"
+BRACKET_CONTACT_SHEET = "contact.png"
 
 
 def bracket_frame_name(index: int, ev: float) -> str:
@@ -489,10 +490,12 @@ def check_bracket_dir(path, overwrite: bool, argument: str = "output") -> Path:
     return d
 
 
-def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, overwrite: bool = False) -> list[Path]:
+def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, overwrite: bool = False,
+                      contact_sheet=None) -> list[Path]:
     """Write display-encoded frames (each [H, W, 3] in [0, 1]) as 8-bit PNGs plus ``bracket.json`` (EVs, file
-    names and ``metadata``). Each file is written atomically; bracket.json goes last, so a directory whose
-    bracket.json is missing is incomplete. Returns the frame paths."""
+    names and ``metadata``), and optionally a contact sheet image (``contact.png``). Each file is written
+    atomically; bracket.json goes last, so a directory whose bracket.json is missing is incomplete. Returns the
+    frame paths."""
     d = check_bracket_dir(path, overwrite)
     if len(frames) != len(evs):
         raise InputError("frames", f"{len(frames)} frames for {len(evs)} EVs")
@@ -500,6 +503,8 @@ def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, over
     old = json.loads((d / BRACKET_JSON).read_text()) if (d / BRACKET_JSON).is_file() else {}
     names = [bracket_frame_name(i, float(e)) for i, e in enumerate(evs)]
     paths = [write_png(d / name, frame, overwrite=True) for name, frame in zip(names, frames)]
+    if contact_sheet is not None:
+        write_png(d / BRACKET_CONTACT_SHEET, contact_sheet, overwrite=True)
     for stale in set(old.get("frames", [])) - set(names):  # frames of the replaced bracket only
         with contextlib.suppress(OSError):
             (d / Path(stale).name).unlink()

@@ -42,13 +42,23 @@ def register(sub) -> None:
     p.add_argument("--no-align", action="store_true", help="skip the global-scale alignment")
     p.set_defaults(handler=run_metrics)
 
+    p = sub.add_parser("preview", help="tone-map an HDR image to an 8-bit sRGB PNG")
+    p.add_argument("input", metavar="IN", help="HDR image (.exr or .hdr)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("--operator", default="aces", choices=("aces", "reinhard", "clip"),
+                   help="tone curve: ACES filmic fit (Narkowicz), Reinhard 2002, or plain clipping")
+    p.add_argument("--exposure", default="auto", metavar="EV",
+                   help="exposure in stops applied first, or 'auto' (log-average luminance to 0.18)")
+    add_overwrite(p)
+    p.set_defaults(handler=run_preview)
+
     p = sub.add_parser("info", help="size, channels, value range and stops of an image")
     p.add_argument("file", metavar="FILE")
     p.set_defaults(handler=run_info)
 
 
 def run_bracket(args) -> int:
-    from latenthdr import exposure, io
+    from latenthdr import exposure, io, tonemap
     from latenthdr.errors import InputError
 
     evs = exposure.parse_ev_ladder(args.evs, "--evs")
@@ -67,7 +77,10 @@ def run_bracket(args) -> int:
         scale, anchor = exposure.anchor_scale(H, percentile=percentile), {"percentile": percentile}
     y = exposure.synthesize_bracket(H * scale, evs, curve=args.curve, bits=8)
     meta = {"source": str(args.input), "curve": args.curve, "bits": 8, "ev0_scale": scale, "anchor": anchor}
-    paths = io.write_bracket_dir(args.output, [io.to_numpy(f) for f in y], evs, meta, overwrite=args.overwrite)
+    sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=min(len(evs), 7))
+    meta["contact_sheet"] = io.BRACKET_CONTACT_SHEET
+    paths = io.write_bracket_dir(args.output, [io.to_numpy(f) for f in y], evs, meta, overwrite=args.overwrite,
+                                 contact_sheet=io.to_numpy(sheet))
     print_json({"directory": args.output, "frames": [str(p) for p in paths], "evs": list(evs), "ev0_scale": scale,
                 "negative_clamped": image.negative_clamped})
     return 0
@@ -179,4 +192,27 @@ def run_info(args) -> int:
     else:
         report.update(kind="ldr", encoding="display", bits=image.bits, had_alpha=image.had_alpha, exif=image.exif)
     print_json(report)
+    return 0
+
+
+def run_preview(args) -> int:
+    import math
+
+    from latenthdr import io, tonemap
+    from latenthdr.errors import InputError
+
+    io.check_output(args.output, args.overwrite, "--output", extensions=(".png",))
+    H = io.to_tensor(io.read_hdr(args.input, "IN").pixels)
+    if args.exposure == "auto":
+        ev = tonemap.auto_exposure_ev(H)
+    else:
+        try:
+            ev = float(args.exposure)
+        except ValueError:
+            ev = math.nan
+        if not math.isfinite(ev):
+            raise InputError("--exposure", f"got {args.exposure!r}; accepted: a number of stops or 'auto'")
+    display = tonemap.tonemap(H, args.operator, exposure_ev=ev)
+    io.write_png(args.output, io.to_numpy(display), overwrite=args.overwrite)
+    print_json({"output": args.output, "operator": args.operator, "exposure_ev": ev})
     return 0
