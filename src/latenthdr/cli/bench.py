@@ -74,13 +74,17 @@ def run_l2h(args) -> int:
             io.check_output(out, args.overwrite, "--json/--markdown")
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
     timings: dict[str, float] = {}
+    last: dict = {}  # the pipeline output of the current case: both methods share one encode/head/decode
 
     def method(blend: bool):
         def reconstruct(ldr, ladder):
-            result = pipe(ldr, evs=ladder, blend=blend)
-            for stage, seconds in result.timings.items():
-                timings[stage] = timings.get(stage, 0.0) + seconds
-            return result.hdr[0]
+            if last.get("ldr") is not ldr:
+                out = pipe(ldr, evs=ladder)
+                for stage, seconds in out.timings.items():
+                    timings[stage] = timings.get(stage, 0.0) + seconds
+                last.update(ldr=ldr, out=out)
+            out = last["out"]
+            return pipe.merge(out.brackets, ladder, ldr[None] if blend else None).hdr[0]
         return reconstruct
 
     cases = [l2h.make_case(name, H, c) for name, H in load_references(args.data, args.width, args.limit)
@@ -92,6 +96,7 @@ def run_l2h(args) -> int:
     report = {"evs": list(evs), "models": registry.describe(pipe.codec, args.head), "width": args.width,
               "summary": table, "rows": rows, "pipeline_seconds": timings,
               "wall_seconds": time.perf_counter() - started}
+    report = _finite_or_none(report)
     if args.json:
         io.write_json(args.json, report, overwrite=args.overwrite)
     if args.markdown:
@@ -99,3 +104,16 @@ def run_l2h(args) -> int:
             temp.write_text(l2h.markdown_table(table) + "\n", encoding="utf-8")
     print_json({k: v for k, v in report.items() if k != "rows"})
     return 0
+
+
+def _finite_or_none(value):
+    """JSON has no NaN/Inf: a metric that could not be computed (no clipped pixel, say) is reported as null."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
