@@ -1,8 +1,12 @@
 """LatentHDRPipeline: named inference stages over a latent codec, an exposure head and the merge.
 
 Data flow (DESIGN.md): image --codec.encode--> z0 --head, one batched pass--> z_e --codec.decode, chunked-->
-y_e --merge (METHOD.md Eq. 9)--> H. Text-to-HDR adds a scene source in front of z0. Every stage is a small
-method; ``__call__`` only lists them and records their wall times. Inference only: no training code here.
+y_e --merge (METHOD.md Eq. 9)--> H. Text-to-HDR (:meth:`LatentHDRPipeline.generate`, or ``__call__(prompt=...)``)
+replaces the encode stage by a *scene* stage: a scene source (the embedded prior, ``models/prior.py``, or a
+diffusers backbone, ``models/backbones.py``) turns the prompt into z0 in one diffusion run, in the codec's
+latent space; expose/decode/merge are shared. The multi-pass baseline (``multipass=True``) runs the scene
+stage once per EV with the same noise (an EV-conditioned source) and skips the head. Every stage is a small
+method; ``__call__`` and ``generate`` only list them and record their wall times. Inference only.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ class LatentHDROutput:
     brackets: [B, K, 3, H, W] float32 display-encoded (``curve``) decoded frames in [0, 1].
     evs: the K exposure values (stops). z0: [B, C, h, w] scene latent. z: [B, K, C, h, w] bracket latents.
     plow / phigh: per-image fractions of pixels that needed the merge's dark / bright fallback.
-    timings: wall seconds per stage (encode, head, decode, merge, ...).
+    timings: wall seconds per stage (encode or text_encoding + diffusion, head, decode, merge).
+    diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
     """
 
     hdr: torch.Tensor
@@ -40,6 +45,7 @@ class LatentHDROutput:
     phigh: list[float]
     panorama: bool
     timings: dict[str, float] = field(default_factory=dict)
+    diffusion_runs: int = 0
 
 
 class LatentHDRPipeline:
@@ -47,37 +53,59 @@ class LatentHDRPipeline:
 
     codec: a ``latenthdr.models.codecs.LatentCodec``; head: an ``ExposureHead`` trained for ``codec.space``.
     curve: the display curve of the bracket frames the head was trained on (METHOD.md: gamma 2.2).
+    scene_source: for text-to-HDR, an object with ``space`` (== codec.space), ``generate(prompt, height=,
+    width=, panorama=, generator=, ...) -> z0`` and ``last_timings`` ("text_encoding_s", "diffusion_s").
     """
 
-    def __init__(self, codec, head, curve: str = "gamma2.2", decode_chunk_size: int = 4):
+    def __init__(self, codec, head, curve: str = "gamma2.2", decode_chunk_size: int = 4, scene_source=None):
         if head.config.space != codec.space:
             raise InputError(
                 "head", f"the head was trained for latent space {head.config.space!r}; the codec is {codec.space!r}"
             )
+        if scene_source is not None and scene_source.space != codec.space:
+            raise InputError("scene_source", f"the scene source makes latents of space {scene_source.space!r}; "
+                                             f"the codec is {codec.space!r}")
         self.codec, self.head, self.curve = codec, head.eval(), curve
         self.decode_chunk_size = decode_chunk_size
+        self.scene_source = scene_source
 
     @classmethod
-    def from_pretrained(cls, codec: str | None = None, head: str | None = None, device: str = "cpu", **kwargs):
+    def from_pretrained(cls, codec: str | None = None, head: str | None = None, device: str = "cpu", *,
+                        scene: str | None = None, scene_options: dict | None = None, **kwargs):
         """Build from a codec spec (``models.codecs.load_codec``; None: the embedded default) and a head file
-        (None: the head shipped for that codec's latent space, ``models.registry``)."""
+        (None: the head shipped for that codec's latent space, ``models.registry``).
+
+        scene (text-to-HDR): None (image-to-HDR only); "embedded" (the prior shipped for the codec's space); a
+        prior file (``*.safetensors``); or a backbone name / pipeline folder (``models.backbones.load_backbone``,
+        whose own VAE is then the codec: ``codec`` must be None). scene_options: keyword arguments of the prior
+        (``scheduler``) or of ``load_backbone``.
+        """
         from latenthdr.models import registry
 
-        codec_model = registry.load_codec_for(codec, device=device)
+        source, codec_model = _load_scene(scene, codec, device, dict(scene_options or {}))
         head_model = registry.load_head_for(codec_model, head, device=device)
-        return cls(codec_model, head_model, **kwargs)
+        return cls(codec_model, head_model, scene_source=source, **kwargs)
 
     @torch.inference_mode()
     def __call__(
         self,
-        image: torch.Tensor,
+        image: torch.Tensor | None = None,
         evs: str | Sequence[float] = exposure.DEFAULT_LADDER,
         panorama: str | bool = "auto",
         blend: bool = False,
+        *,
+        prompt: str | Sequence[str] | None = None,
+        **generate_options,
     ) -> LatentHDROutput:
-        """Image to HDR. image: [B, 3, H, W] or [3, H, W] float display-encoded (``self.curve``) in [0, 1]
-        (the EV-0 frame). panorama: "auto" (2:1 aspect), True or False. blend: keep the input where it is well
-        exposed and let the predicted frames speak only where it clips (``merge.merge_with_input``)."""
+        """Image to HDR, or text to HDR with ``prompt=`` (then :meth:`generate` with ``generate_options``).
+
+        image: [B, 3, H, W] or [3, H, W] float display-encoded (``self.curve``) in [0, 1] (the EV-0 frame).
+        panorama: "auto" (2:1 aspect), True or False. blend: keep the input where it is well exposed and let the
+        predicted frames speak only where it clips (``merge.merge_with_input``)."""
+        if (image is None) == (prompt is None):
+            raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
+        if prompt is not None:
+            return self.generate(prompt, evs=evs, panorama=panorama is True or panorama == "on", **generate_options)
         evs = exposure.parse_ev_ladder(evs)
         image = _check_image(image)
         is_pano = _resolve_panorama(panorama, image.shape[-2:])
@@ -92,6 +120,78 @@ class LatentHDRPipeline:
             result = self.merge(y, evs, image if blend else None)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
                                is_pano, timings)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: str | Sequence[str],
+        evs: str | Sequence[float] = exposure.DEFAULT_LADDER,
+        panorama: bool = False,
+        height: int | None = None,
+        width: int | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        multipass: bool = False,
+        **source_options,
+    ) -> LatentHDROutput:
+        """Text to HDR: scene (one diffusion run) -> expose -> decode -> merge.
+
+        prompt: str or list of B str. height/width: pixels (default 512x256 for panoramas, 384x288 otherwise);
+        panorama: 2:1, seamless. generator: one, or one per prompt. multipass: the baseline, one scene-source
+        run per EV (``ev=e``) from the same generator state, no head. source_options: passed to the source's
+        ``generate`` (num_inference_steps, guidance_scale). Timings: text_encoding, diffusion, head, decode, merge.
+        """
+        source = self._require_scene_source(multipass)
+        evs = exposure.parse_ev_ladder(evs)
+        height, width = _output_size(height, width, bool(panorama))
+        timings = {"text_encoding": 0.0, "diffusion": 0.0, "head": 0.0}
+        if multipass:
+            z = self.scene_per_ev(prompt, evs, panorama, height, width, generator, timings, **source_options)
+            z0 = z[:, evs.index(0.0)] if 0.0 in evs else z[:, 0]
+        else:
+            z0 = self.scene(prompt, panorama, height, width, generator, timings, **source_options)
+            with _timed(timings, "head"):
+                z = self.expose(z0, evs, panorama)
+        with _timed(timings, "decode"):
+            y = self.decode(z, panorama, (height, width))
+        with _timed(timings, "merge"):
+            result = self.merge(y, evs, None)
+        return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
+                               bool(panorama), timings, len(evs) if multipass else 1)
+
+    def scene(self, prompt, panorama: bool, height: int, width: int, generator, timings: dict,
+              ev: float | None = None, **source_options) -> torch.Tensor:
+        """prompt -> z0 [B, C, h, w] (or z_ev with ``ev``) in one diffusion run; adds the source's text-encoding
+        and diffusion seconds to ``timings``."""
+        if ev is not None:
+            source_options["ev"] = ev
+        z0 = self.scene_source.generate(prompt, height=height, width=width, panorama=bool(panorama),
+                                        generator=generator, **source_options)
+        t = self.scene_source.last_timings
+        timings["text_encoding"] += t.get("text_encoding_s", 0.0)
+        timings["diffusion"] += t.get("diffusion_s", t.get("total_s", 0.0))
+        return z0.to(self.codec.device, torch.float32)
+
+    def scene_per_ev(self, prompt, evs, panorama: bool, height: int, width: int, generator, timings: dict,
+                     **source_options) -> torch.Tensor:
+        """The multi-pass baseline: z [B, K, C, h, w], one run per EV, each from the same generator state."""
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        states = [g.get_state() if g is not None else None for g in generators]
+        frames = []
+        for e in evs:
+            for g, state in zip(generators, states):
+                if g is not None:
+                    g.set_state(state)
+            frames.append(self.scene(prompt, panorama, height, width, generator, timings, ev=e, **source_options))
+        return torch.stack(frames, dim=1)
+
+    def _require_scene_source(self, multipass: bool):
+        if self.scene_source is None:
+            raise InputError("prompt", "this pipeline has no scene source; build it with "
+                                       "from_pretrained(scene='embedded' | PRIOR_FILE | BACKBONE)")
+        if multipass and not getattr(self.scene_source, "supports_ev", False):
+            raise InputError("multipass", f"{type(self.scene_source).__name__} is not EV-conditioned; the multi-pass "
+                                          "baseline needs the embedded prior")
+        return self.scene_source
 
     def encode(self, image: torch.Tensor, is_pano: bool) -> torch.Tensor:
         """[B,3,H,W] display [0,1] -> z0 [B,C,h,w], padding H, W up to the codec's grid first."""
@@ -113,6 +213,44 @@ class LatentHDRPipeline:
         if image is None:
             return merge.merge_bracket(y, evs, curve=self.curve)
         return merge.merge_with_input(image, y, evs, curve=self.curve)
+
+
+DEFAULT_PANORAMA_SIZE = (256, 512)  # (height, width) pixels of text-to-HDR panoramas
+DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
+
+
+def _output_size(height, width, panorama: bool) -> tuple[int, int]:
+    """Defaults: panoramas 2:1 from the width (512x256), perspective 4:3 (384x288); sizes are checked by the
+    scene source, which knows its grid."""
+    if height is None and width is None:
+        return DEFAULT_PANORAMA_SIZE if panorama else DEFAULT_PERSPECTIVE_SIZE
+    if height is None:
+        height = width // 2 if panorama else width * 3 // 4
+    if width is None:
+        width = 2 * height if panorama else height * 4 // 3
+    return int(height), int(width)
+
+
+def _load_scene(scene: str | None, codec: str | None, device, options: dict):
+    """(scene source or None, codec) for ``LatentHDRPipeline.from_pretrained``."""
+    from pathlib import Path
+
+    from latenthdr.models import registry
+
+    if scene is None:
+        return None, registry.load_codec_for(codec, device=device)
+    if scene == "embedded" or str(scene).endswith(".safetensors"):
+        from latenthdr.models.prior import load_prior_for
+
+        codec_model = registry.load_codec_for(codec, device=device)
+        path = None if scene == "embedded" else Path(scene)
+        return load_prior_for(codec_model, path, device=device, **options), codec_model
+    if codec is not None:
+        raise InputError("codec", "a backbone brings its own VAE; leave the codec unset with a backbone")
+    from latenthdr.models import backbones
+
+    source = backbones.load_backbone(str(scene), device=device, **options)
+    return source, source.codec()
 
 
 def _check_image(image) -> torch.Tensor:

@@ -1,0 +1,304 @@
+"""``latenthdr generate``: text-to-HDR (one diffusion run per image; ``--multipass``: one per EV, the baseline).
+
+One prompt: ``-o OUT.exr`` gets OUT.exr, OUT.json (sidecar: prompt, seed, models, timings, metrics),
+OUT.preview.png and OUT.bracket.png. A prompt file (``--prompts``): ``-o`` is a folder and item i (its position
+in the file, 0-based) is written as ``NNNN-slug.exr`` (+ companions); its seed is the item's own or one
+derived from ``--seed`` and i, so a shard (``--shard i/n``: the items with index mod n == i) or a rerun with
+``--skip-existing`` produces exactly the files a single full run would.
+Prompt files: JSON (a list of strings or of {"prompt", "seed"?, "panorama"?}) or text, one prompt per line
+(blank lines and lines starting with # skipped), optionally prefixed "panorama | " or "perspective | ".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.errors import InputError, OutputExistsError
+
+KIND_PREFIXES = {"panorama": True, "perspective": False}
+BACKBONE_WIDTH = 1024  # default width with --backbone (the embedded prior's defaults are 512x256 / 384x288)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="text -> linear HDR EXR (one diffusion run, dense bracket, merge)",
+                       description="Text to HDR with LatentHDR: the scene source (the embedded prior by default, "
+                                   "offline; or --backbone) makes one scene latent, the exposure head the whole "
+                                   "bracket, the merge the HDR.")
+    p.add_argument("prompt", nargs="?", help="the prompt (or --prompts FILE)")
+    p.add_argument("--prompts", metavar="FILE", help="prompt file: JSON list or one prompt per line")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|DIR", help="output EXR (a folder with --prompts)")
+    p.add_argument("--panorama", action="store_true", help="2:1 equirectangular panorama, seamless at +-180 degrees")
+    p.add_argument("--seed", type=int, default=0, help="seed (with --prompts: the global seed items derive from)")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the scene source's)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the source's)")
+    p.add_argument("--width", type=int, help="width, pixels (default 512 panoramas, 384 perspective; 1024 with "
+                                             "--backbone)")
+    p.add_argument("--height", type=int, help="height, pixels (default width/2 panoramas, 3/4 width perspective)")
+    p.add_argument("--multipass", action="store_true", help="baseline: one EV-conditioned diffusion run per EV")
+    p.add_argument("--backbone", help="a diffusers backbone (flux1-dev, flux1-schnell, flux1-dit360, flux2, sd3, "
+                                      "sdxl) or pipeline folder, instead of the embedded prior")
+    p.add_argument("--prior", metavar="FILE", help="prior .safetensors (default: the one shipped for the codec)")
+    p.add_argument("--codec", help="latent codec of the prior: embedded (default when shipped), taef2, ...")
+    p.add_argument("--head", help="exposure head .safetensors (default: the head shipped for the latent space)")
+    p.add_argument("--scheduler", default="dpmsolver", choices=("dpmsolver", "ddim", "euler"),
+                   help="sampler of the embedded prior (default dpmsolver: DPM-Solver++ 2M)")
+    p.add_argument("--shard", metavar="i/n", help="with --prompts: only items whose index mod n is i")
+    p.add_argument("--skip-existing", action="store_true", help="skip items whose EXR and JSON already exist")
+    p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
+    p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--dry-run", action="store_true", help="print the items and their outputs, generate nothing")
+    add_overwrite(p)
+    p.set_defaults(handler=run_generate)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to make: its index in the prompt list, prompt, seed and kind, and its EXR path."""
+
+    index: int
+    prompt: str
+    seed: int
+    panorama: bool
+    exr: Path
+
+
+def run_generate(args) -> int:
+    from latenthdr import exposure
+
+    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    _check_options(args)
+    items = plan_items(args)
+    todo = _outputs_to_write(items, args)
+    if args.dry_run:
+        print_json({"evs": list(evs), "items": [_describe(i) | {"skip": i not in todo} for i in items],
+                    "dry_run": True})
+        return 0
+    import torch
+
+    from latenthdr.pipeline import LatentHDRPipeline
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    scene = args.backbone or args.prior or "embedded"
+    options = {} if args.backbone else {"scheduler": args.scheduler}
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, scene=scene, scene_options=options)
+    load_s = time.perf_counter() - t0
+    models = _models(pipe, args, scene)
+    reports = [make_one(pipe, item, evs, args, models, load_s) for item in todo]
+    summary = {"written": [r["output"]["exr"] for r in reports],
+               "skipped": [str(i.exr) for i in items if i not in todo],
+               "load_models_s": load_s}
+    print_json(reports[0] if len(items) == 1 and reports and not args.prompts else summary)
+    return 0
+
+
+def _check_options(args) -> None:
+    if (args.prompt is None) == (args.prompts is None):
+        raise InputError("prompt", "give one prompt or --prompts FILE (not both)")
+    if args.shard is not None and args.prompts is None:
+        raise InputError("--shard", "sharding needs a prompt list (--prompts FILE)")
+    if args.backbone and args.multipass:
+        raise InputError("--multipass", "the multi-pass baseline needs the EV-conditioned embedded prior")
+    if args.backbone and args.prior:
+        raise InputError("--prior", "--prior is the embedded scene source; drop it with --backbone")
+    for flag, value, low in (("--steps", args.steps, 1), ("--width", args.width, 8), ("--height", args.height, 8),
+                             ("--threads", args.threads, 1)):
+        if value is not None and (isinstance(value, bool) or value < low):
+            raise InputError(flag, f"got {value!r}; accepted: an integer >= {low}")
+    if args.guidance is not None and not (args.guidance >= 0 and args.guidance < float("inf")):
+        raise InputError("--guidance", f"got {args.guidance!r}; accepted: a finite number >= 0")
+    if args.seed < 0:
+        raise InputError("--seed", f"got {args.seed}; accepted: an integer >= 0")
+
+
+def plan_items(args) -> list[Item]:
+    """The items of this invocation (after --shard), with their seeds and EXR paths."""
+    if args.prompts is None:
+        if not args.prompt.strip():
+            raise InputError("prompt", "the prompt is empty")
+        exr = Path(args.output)
+        if exr.suffix.lower() != ".exr":
+            raise InputError("--output", f"{exr}: accepted: a path ending in .exr")
+        return [Item(0, " ".join(args.prompt.split()), args.seed, args.panorama, exr)]
+    shard, count = parse_shard(args.shard)
+    entries = read_prompts(args.prompts)
+    folder = Path(args.output)
+    if folder.suffix.lower() == ".exr" or folder.is_file():
+        raise InputError("--output", f"{folder}: with --prompts, -o is a folder")
+    items = []
+    for index, entry in enumerate(entries):
+        if index % count != shard:
+            continue
+        seed = entry.get("seed", item_seed(args.seed, index))
+        panorama = entry.get("panorama", args.panorama)
+        items.append(Item(index, entry["prompt"], seed, panorama, folder / f"{index:04d}-{slug(entry['prompt'])}.exr"))
+    return items
+
+
+def read_prompts(path: str) -> list[dict]:
+    """Prompt entries {"prompt", "seed"?, "panorama"?} from a JSON or text file (module docstring)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("--prompts", f"{p}: no such file")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError("--prompts", f"{p}: not valid JSON ({error})") from None
+        if not isinstance(raw, list):
+            raise InputError("--prompts", f"{p}: accepted: a JSON list of prompts or of {{\"prompt\", \"seed\"}}")
+        entries = [_json_entry(e, i, p) for i, e in enumerate(raw)]
+    else:
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        entries = [_text_entry(line) for line in lines]
+    if not entries:
+        raise InputError("--prompts", f"{p}: no prompts")
+    return entries
+
+
+def _json_entry(entry, i: int, path: Path) -> dict:
+    if isinstance(entry, str):
+        entry = {"prompt": entry}
+    ok = isinstance(entry, dict) and isinstance(entry.get("prompt"), str) and entry["prompt"].strip() \
+        and set(entry) <= {"prompt", "seed", "panorama"}
+    seed = entry.get("seed", 0) if isinstance(entry, dict) else None
+    if not ok or isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 \
+            or not isinstance(entry.get("panorama", False), bool):
+        raise InputError("--prompts", f"{path}: item {i} is {entry!r}; accepted: a string or {{\"prompt\": str, "
+                                      "\"seed\": int >= 0, \"panorama\": bool}} (seed and panorama optional)")
+    return {**entry, "prompt": " ".join(entry["prompt"].split())}
+
+
+def _text_entry(line: str) -> dict:
+    head, sep, rest = line.partition("|")
+    if sep and head.strip().lower() in KIND_PREFIXES and rest.strip():
+        return {"prompt": " ".join(rest.split()), "panorama": KIND_PREFIXES[head.strip().lower()]}
+    return {"prompt": " ".join(line.split())}
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """"i/n" -> (i, n) with 0 <= i < n; None -> (0, 1)."""
+    if spec is None:
+        return 0, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if not match or not int(match[1]) < int(match[2]):
+        raise InputError("--shard", f"got {spec!r}; accepted: i/n with 0 <= i < n, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+def item_seed(global_seed: int, index: int) -> int:
+    """The seed of item ``index`` of a prompt list: a 31-bit hash of (global seed, index), independent of
+    sharding and of the other items."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(global_seed), int(index)]).generate_state(1)[0] >> 1)
+
+
+def slug(prompt: str, length: int = 40) -> str:
+    """A file-name-safe short form of a prompt: lower-case words joined by '-'."""
+    return "-".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:length].strip("-") or "prompt"
+
+
+def _paths(item: Item, previews: bool) -> dict[str, Path]:
+    from latenthdr.cli.convert import output_paths
+
+    return output_paths(str(item.exr), previews)
+
+
+def _outputs_to_write(items: list[Item], args) -> list[Item]:
+    """Items to generate; OutputExistsError before any work when an output exists and neither
+    --overwrite nor --skip-existing is given."""
+    from latenthdr import io
+
+    todo = []
+    for item in items:
+        paths = _paths(item, not args.no_previews)
+        if args.skip_existing and paths["exr"].is_file() and paths["json"].is_file():
+            continue
+        for path in paths.values():
+            if path.exists() and not args.overwrite:
+                raise OutputExistsError(path)
+        todo.append(item)
+    if args.prompts is not None and todo and not args.dry_run:
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+    for item in todo if not args.dry_run else []:
+        for path in _paths(item, not args.no_previews).values():
+            io.check_output(path, True, "--output")
+    return todo
+
+
+def _describe(item: Item) -> dict:
+    return {"index": item.index, "prompt": item.prompt, "seed": item.seed, "panorama": item.panorama,
+            "exr": str(item.exr)}
+
+
+def _models(pipe, args, scene: str) -> dict:
+    from latenthdr.models import registry
+
+    described = registry.describe(pipe.codec, args.head)
+    source = pipe.scene_source
+    described["scene_source"] = {"kind": "backbone" if args.backbone else "embedded-prior", "spec": scene,
+                                 "class": type(source).__name__}
+    if not args.backbone:
+        described["scene_source"]["scheduler"] = args.scheduler
+    return described
+
+
+def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
+    """Generate one item and write its EXR, previews and sidecar; returns the sidecar."""
+    import torch
+
+    from latenthdr import exposure, io, metrics, tonemap
+
+    start = time.perf_counter()
+    options = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance))
+               if v is not None}
+    width = args.width or (BACKBONE_WIDTH if args.backbone and args.height is None else None)
+    out = pipe.generate(item.prompt, evs=evs, panorama=item.panorama, height=args.height, width=width,
+                        generator=torch.Generator().manual_seed(item.seed), multipass=args.multipass, **options)
+    hdr, y = out.hdr[0], out.brackets[0]
+    t0 = time.perf_counter()
+    paths = _paths(item, not args.no_previews)
+    report = {"prompt": item.prompt, "seed": item.seed, "index": item.index, "panorama": out.panorama,
+              "size": list(hdr.shape[-2:]), "evs": list(evs), "multipass": args.multipass,
+              "diffusion_runs": out.diffusion_runs, "models": models,
+              "output": {k: str(v) for k, v in paths.items()}, "stops": metrics.stops(hdr),
+              "plow": out.plow[0], "phigh": out.phigh[0],
+              "bracket_consistency_stops": metrics.bracket_consistency(y, evs) if len(evs) > 1 else None}
+    if out.panorama:
+        report["seam_error"] = metrics.seam_error(hdr)
+    io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=True,
+                 metadata={"prompt": item.prompt, "seed": item.seed, "evs": exposure.format_ev_ladder(evs),
+                           "space": pipe.codec.space, "head": models["head"] or "",
+                           "scene_source": models["scene_source"]["spec"], "multipass": args.multipass,
+                           "scale": "relative: 1.0 = the EV-0 frame's clipping level"})
+    if not args.no_previews:
+        preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
+        io.write_png(paths["preview"], io.to_numpy(preview), overwrite=True)
+        sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=7)
+        io.write_png(paths["bracket"], io.to_numpy(sheet), overwrite=True)
+    report["timings_s"] = {"load_models": load_s, **out.timings, "write": time.perf_counter() - t0,
+                           "total": time.perf_counter() - start}
+    report = _finite(report)
+    io.write_json(paths["json"], report, overwrite=True)
+    return report
+
+
+def _finite(value):
+    """JSON-safe copy: non-finite floats (a consistency with no commonly well-seen pixel) become None."""
+    import math
+
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
