@@ -1,4 +1,4 @@
-"""``latenthdr train MODEL``: training jobs. ``train head`` now; ``train codec`` / ``train prior`` register the
+"""``latenthdr train MODEL``: training jobs. ``train head`` and ``train codec`` now; ``train prior`` registers the
 same way (one ``_register_<model>`` function adding a sub-parser with ``set_defaults(handler=...)``).
 
 The CLI validates every option here, naming the flag, then calls the library (imported lazily, so
@@ -17,9 +17,10 @@ from latenthdr.errors import InputError, OutputExistsError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model: the exposure head (train head)")
+    p = sub.add_parser("train", help="train a model: the exposure head (train head), the embedded codec (train codec)")
     models = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
     _register_head(models)
+    _register_codec(models)
     _register_prior(models)
 
 
@@ -150,6 +151,125 @@ def head_command(options, out: str) -> str:
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     parts += ["--cache", options.cache] if options.cache else []
+    return shlex.join(str(p) for p in parts)
+
+
+def _register_codec(models) -> None:
+    p = models.add_parser("codec", help="train the embedded latent codec (ours) on HDR panoramas",
+                          description="Train the embedded codec (models/tinycodec.py) on display-encoded bracket "
+                                      "frames of HDR panoramas; resumable; writes RUN_DIR/codec.safetensors (EMA "
+                                      "weights, float32) and codec-f16.safetensors. docs/codec.md has the recipe.")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder of training HDR panoramas (.hdr/.exr)")
+    p.add_argument("--val", required=True, metavar="DIR", help="folder of validation HDR panoramas")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (config, log, checkpoints, codec)")
+    p.add_argument("--preset", default="tiny", help="architecture preset: narrow, tiny, wide (default tiny)")
+    p.add_argument("--latent-channels", type=int, help="latent channels C (default: the preset's, 16)")
+    p.add_argument("--name", help="weights name; the latent space id is latenthdr-NAME (default: the preset's)")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder frames are drawn from (default -7:5:1)")
+    p.add_argument("--samples", type=int, default=4000, help="sample specs in the training pool (default 4000)")
+    p.add_argument("--evs-per-sample", type=int, default=2, help="frames kept per sample (default 2)")
+    p.add_argument("--crop-size", type=int, default=128, help="training crop size, pixels (default 128)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per step (default 8)")
+    p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
+    p.add_argument("--steps", type=int, help="optimizer steps; the cosine schedule spans them (default 3000 "
+                                             "unless only --minutes is given: then constant lr after warmup)")
+    p.add_argument("--minutes", type=float, help="wall-time limit in minutes (cumulative over resumes)")
+    p.add_argument("--pu21-loss", type=float, default=1.0, help="weight of the PU21 L1 loss (default 1)")
+    p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast, ~2x faster)")
+    p.add_argument("--val-crops", type=int, default=10, help="fixed 256x256 val crops, all EVs each (default 10)")
+    p.add_argument("--val-every", type=int, default=250, help="steps between validations (default 250)")
+    p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
+    p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_overwrite(p)
+    p.set_defaults(handler=run_codec)
+
+
+def run_codec(args) -> int:
+    options = codec_options(args)
+    run_dir = Path(args.out)
+    _check_run_dir(run_dir, args.resume, args.overwrite)
+    command = codec_command(options, args.out)
+    if args.threads is not None:
+        _int_at_least("--threads", args.threads, 1)
+    if args.dry_run:
+        print_json({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
+                    "codec": options.codec_config().to_dict(), "loop": asdict(options.loop_config()),
+                    "dry_run": True})
+        return 0
+    import torch
+
+    from latenthdr.training.codec import train_codec
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    result = train_codec(options, run_dir, resume=args.resume, overwrite=args.overwrite,
+                         progress=not args.no_progress, command=command)
+    keys = ("psnr", "psnr_informative", "psnr_informative_per_ev")
+    print_json({"run_dir": str(result.run_dir), "codec": str(result.codec_path),
+                "codec_f16": str(result.codec_f16_path), "steps": result.steps,
+                "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
+                "final_val": {k: result.final_val[k] for k in keys if k in result.final_val},
+                "final_val_f16": {k: result.final_val_f16[k] for k in keys if k in result.final_val_f16}})
+    return 0
+
+
+def codec_options(args):
+    """Validate the ``train codec`` flags -> CodecTrainOptions (InputError names the flag)."""
+    from latenthdr import exposure
+    from latenthdr.models.tinycodec import CODEC_PRESETS
+    from latenthdr.training import data
+    from latenthdr.training.codec import TRAIN_SAMPLING, CodecTrainOptions
+
+    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    if args.preset not in CODEC_PRESETS:
+        raise InputError("--preset", f"unknown preset {args.preset!r}; accepted: {', '.join(CODEC_PRESETS)}")
+    if args.latent_channels is not None:
+        _int_at_least("--latent-channels", args.latent_channels, 1)
+    _int_at_least("--crop-size", args.crop_size, 16, multiple=8)
+    for flag, value in (("--samples", args.samples), ("--batch-size", args.batch_size),
+                        ("--val-every", args.val_every), ("--checkpoint-every", args.checkpoint_every)):
+        _int_at_least(flag, value, 1)
+    _int_at_least("--evs-per-sample", args.evs_per_sample, 1)
+    if args.evs_per_sample > len(evs):
+        raise InputError("--evs-per-sample", f"got {args.evs_per_sample}; accepted: at most {len(evs)} (the ladder)")
+    _int_at_least("--val-crops", args.val_crops, 0)
+    _int_at_least("--seed", args.seed, 0)
+    _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
+    _number_in("--pu21-loss", args.pu21_loss, 0.0, math.inf)
+    steps = args.steps if args.steps is not None or args.minutes is not None else 3000
+    if steps is not None:
+        _int_at_least("--steps", steps, 1)
+    if args.minutes is not None:
+        _number_in("--minutes", args.minutes, 0.0, math.inf, open_low=True)
+    for flag, folder in (("--data", args.data), ("--val", args.val)):
+        data.list_hdr_files(folder, flag)
+    sampling = data.SamplingConfig(**{**asdict(TRAIN_SAMPLING), "crop_size": args.crop_size})
+    return CodecTrainOptions(
+        data=args.data, val=args.val, preset=args.preset, latent_channels=args.latent_channels, name=args.name,
+        evs=evs, samples=args.samples, sampling=sampling, evs_per_sample=args.evs_per_sample,
+        batch_size=args.batch_size, lr=args.lr, steps=steps, minutes=args.minutes, pu21_loss=args.pu21_loss,
+        bf16=not args.fp32, val_crops=args.val_crops, val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+
+
+def codec_command(options, out: str) -> str:
+    """The canonical command line that reproduces ``options`` (recorded in the run and the weights' metadata)."""
+    from latenthdr.exposure import format_ev_ladder
+
+    parts = ["latenthdr", "train", "codec", "--data", options.data, "--val", options.val, "--out", out,
+             "--preset", options.preset, f"--evs={format_ev_ladder(options.evs)}", "--samples", options.samples,
+             "--evs-per-sample", options.evs_per_sample, "--crop-size", options.sampling.crop_size,
+             "--batch-size", options.batch_size, "--lr", options.lr, "--pu21-loss", options.pu21_loss,
+             "--val-crops", options.val_crops, "--val-every", options.val_every,
+             "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
+    parts += ["--latent-channels", options.latent_channels] if options.latent_channels is not None else []
+    parts += [] if options.bf16 else ["--fp32"]
+    parts += ["--name", options.name] if options.name is not None else []
+    parts += ["--steps", options.steps] if options.steps is not None else []
+    parts += ["--minutes", options.minutes] if options.minutes is not None else []
     return shlex.join(str(p) for p in parts)
 
 
