@@ -340,15 +340,17 @@ def merge_with_input(
     curve: response.DisplayCurve = "gamma2.2",
     low: float = 0.02,
     high: float = 0.98,
-    knee: float = 0.1,
+    knee_high: float = 0.1,
+    knee_low: float = 0.1,
 ) -> MergeResult:
     """Input-preserving image-to-HDR merge (METHOD.md "v1" post-process, as LEDiff / HDRCNN, with calibration).
 
     The real input is the exact EV-0 frame; predicted frames speak only where it is clipped or black:
     1. each predicted frame is calibrated to the input (``calibration_gains``: an EV shift of -log2 g_e);
     2. H_pred = Eq. 9 over the calibrated predicted frames;
-    3. alpha = how far the input's brightest channel is into the top ``knee`` of its range, or its darkest
-       channel into the bottom ``knee`` (0 well inside, 1 at ``high`` / ``low``); H = (1 - alpha) R_in + alpha H_pred;
+    3. alpha = how far the input's brightest channel is into the top ``knee_high`` of its range, or its darkest
+       channel into the bottom ``knee_low`` (0 well inside, 1 at ``high`` / ``low``; a knee of 0 turns that side
+       off); H = (1 - alpha) R_in + alpha H_pred;
     4. physical bounds: an unclipped 8-bit input channel pins the radiance to its quantisation bin
        [decode(y - 0.5/255), decode(y + 0.5/255)], a clipped one to at least decode(1 - 0.5/255).
     image: [B, 3, H, W] or [3, H, W] display-encoded 8-bit input; y: [B, K, 3, H, W] (or [K, 3, H, W]) predicted
@@ -359,23 +361,26 @@ def merge_with_input(
     if image.shape[-3:] != y.shape[-3:] or image.shape[:-3] != y.shape[:-4]:
         raise InputError("image", f"shape {tuple(image.shape)} does not match frames {tuple(y.shape)}")
     batch_image, batch_y = image.reshape(-1, *image.shape[-3:]), y.reshape(-1, *y.shape[-4:])
-    results = [_merge_one_with_input(i, f, evs, curve, low, high, knee) for i, f in zip(batch_image, batch_y)]
+    knees = (knee_low, knee_high)
+    results = [_merge_one_with_input(i, f, evs, curve, low, high, knees) for i, f in zip(batch_image, batch_y)]
     hdr = torch.stack([r.hdr for r in results]).reshape(image.shape)
     weight = torch.stack([r.weight_sum for r in results]).reshape(image.shape[:-3] + image.shape[-2:])
     n = len(results)
     return MergeResult(hdr, sum(r.plow for r in results) / n, sum(r.phigh for r in results) / n, weight)
 
 
-def _merge_one_with_input(image, y, evs, curve, low, high, knee) -> MergeResult:
+def _merge_one_with_input(image, y, evs, curve, low, high, knees) -> MergeResult:
     """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W]."""
     image = image.double()
     gains = calibration_gains(image, y, evs, curve, low, high)
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
     pred = _merge_frames(y, shifted, lambda v: response.decode(v, curve), low, high, torch.float64)
     r_in = response.decode(image, curve)
-    a_high = ((image.amax(dim=-3) - (high - knee)) / knee).clamp(0.0, 1.0)
-    a_low = (((low + knee) - image.amin(dim=-3)) / knee).clamp(0.0, 1.0)
-    alpha = torch.maximum(a_high, a_low).unsqueeze(-3)  # [1, H, W]
+    alpha = torch.zeros_like(image[0:1])  # [1, H, W]
+    if knees[1] > 0:
+        alpha = torch.maximum(alpha, ((image.amax(dim=-3) - (high - knees[1])) / knees[1]).clamp(0.0, 1.0))
+    if knees[0] > 0:
+        alpha = torch.maximum(alpha, (((low + knees[0]) - image.amin(dim=-3)) / knees[0]).clamp(0.0, 1.0))
     hdr = (1.0 - alpha) * r_in + alpha * pred.hdr.double()
     half_code = 0.5 / CODE_VALUES_8BIT
     clipped = image >= 1.0 - half_code

@@ -259,12 +259,12 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
                accelerator=None) -> HeadTrainResult:
     """Train an exposure head end to end; see the module docstring for the stages.
 
-    codec: an already loaded ``LatentCodec`` (tests, notebooks), else ``load_codec(options.codec)``. resume:
+    codec: an already loaded ``LatentCodec`` (tests, notebooks), else ``registry.load_codec_for(options.codec)`` ("embedded" included). resume:
     continue RUN_DIR's run (same options except RESUMABLE_CHANGES). overwrite: replace RUN_DIR's outputs
     (and rebuild a mismatched cache). RUN_DIR holding anything else raises OutputExistsError.
     """
     from latenthdr import io
-    from latenthdr.models import codecs
+    from latenthdr.models import registry
     from latenthdr.models.head import ExposureHead, HeadConfig, save_head
 
     run_dir = Path(run_dir)
@@ -272,7 +272,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     if acc.is_main_process:  # data-parallel processes wait while the main one prepares the folder and caches
         _prepare_run_dir(run_dir, options, resume, overwrite)
     acc.wait_for_everyone()
-    codec = codec or codecs.load_codec(options.codec, device=acc.device)
+    codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     command = command or shlex.join(sys.argv)
     head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
                                          ev_min=min(options.evs), ev_max=max(options.evs))
