@@ -53,11 +53,15 @@ def score(pred: torch.Tensor, case: Case, peak_nits: float = metrics.DEFAULT_PEA
     aligned = pred * metrics.align_scale(pred, case.ref, well)
     clipped = clipped_mask(case.ldr)
     error = metrics.log_error_stops(aligned, case.ref, clipped) if clipped.any() else {"rms": float("nan")}
-    return {
+    scores = {
         "stops": metrics.stops(aligned),
         "pu21_psnr": metrics.pu21_psnr(aligned, case.ref, peak_nits=peak_nits),
         "clipped_rms_stops": error["rms"],
     }
+    if abs(pred.shape[-1] - 2 * pred.shape[-2]) <= 1:  # a 2:1 panorama: how its +-180 degree seam compares
+        seam = metrics.seam_error(aligned)
+        scores.update(seam_stops=seam["seam"], adjacent_stops=seam["adjacent"])
+    return scores
 
 
 def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
@@ -94,8 +98,8 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     table = []
     for (clip, method), group in groups.items():
         entry = {"clip_fraction": clip, "method": method, "n": len(group)}
-        for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops"):
-            values = [r[key] for r in group if math.isfinite(r[key])]
+        for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops", "seam_stops", "adjacent_stops"):
+            values = [r[key] for r in group if key in r and math.isfinite(r[key])]
             entry[key] = statistics.fmean(values) if values else float("nan")
         table.append(entry)
     for entry in table:
@@ -107,12 +111,12 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
 
 def markdown_table(table: Sequence[dict]) -> str:
     """The summary as a Markdown table (for docs/)."""
-    lines = ["| clip | method | n | stops (ref) | PU21-PSNR dB | vs input dB | clipped RMS stops | vs input |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| clip | method | n | stops (ref) | PU21-PSNR dB | vs input dB | clipped RMS stops | vs input |"
+             " seam / adjacent (stops) |", "|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
             f"| {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | {e['stops']:.2f} ({e['ref_stops']:.2f}) | "
             f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['clipped_rms_stops']:.3f} | "
-            f"{e['clipped_error_ratio']:.2f}x |"
+            f"{e['clipped_error_ratio']:.2f}x | {e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} |"
         )
     return "\n".join(lines)
