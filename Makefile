@@ -4,14 +4,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# A local folder of wheels (this development image keeps the CPU build of torch there); elsewhere PyPI alone.
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test setup clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all]'
+	$(BIN)/python -m pip install --quiet $(WHEELS) -c constraints.txt -e '.[all]'
 	touch $@
 
 setup: $(BIN)/.installed
