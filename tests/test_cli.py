@@ -101,13 +101,15 @@ def test_info_and_metrics_print_json(hdr_file, tmp_path, capsys):
     assert code == 0 and report["pu21_psnr"] == float("inf") and report["align_scale"] == pytest.approx(1.0)
 
 
-def test_demo_writes_its_outputs_and_refuses_to_overwrite(tmp_path, capsys):
-    code, report, err = run(capsys, "demo", "-o", tmp_path / "d", "--size", "128")
+def test_demo_runs_the_embedded_default_and_refuses_to_overwrite(tmp_path, capsys):
+    code, report, err = run(capsys, "demo", "-o", tmp_path / "d", "--width", "128")
     assert code == 0, err
     for path in report["outputs"].values():
         assert Path(path).exists()
-    assert report["round_trip_median_abs_stops"] < 0.02
-    code, _, err = run(capsys, "demo", "-o", tmp_path / "d", "--size", "128")
+    assert report["models"]["space"] == "latenthdr-tiny-v1"
+    assert report["stops"]["hdr"] > report["stops"]["photo"]  # the bracket recovers range the photo clipped
+    assert {"encode", "head", "decode", "merge", "write"} <= set(report["timings_s"])
+    code, _, err = run(capsys, "demo", "-o", tmp_path / "d", "--width", "128")
     assert code == 2 and "--overwrite" in err
 
 

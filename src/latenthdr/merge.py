@@ -306,6 +306,7 @@ def merge_photographs(
 # Image-to-HDR with the input kept: METHOD.md's optional "v1" post-process, with calibrated predicted frames.
 
 MIN_CALIBRATION_PIXELS = 64  # fewer jointly well-exposed pixels than this: the frame borrows a neighbour's gain
+CALIBRATION_PIXELS = 1 << 16  # gains are medians over a regular subsample of about this many pixels
 
 
 def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98) -> list[float]:
@@ -314,8 +315,11 @@ def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98) -> l
     g_e = exp(median(log Y_in - log Y_e)) over pixels that the input and frame e both see well (all channels in
     (low, high)), Y the Rec.709 luminance of the radiance estimates R_in = decode(image), R_e = decode(y_e) / 2^e.
     A frame with fewer than MIN_CALIBRATION_PIXELS such pixels takes the gain of the nearest calibrated frame in
-    EV (1 if none is). image: [3, H, W]; y: [K, 3, H, W]; both display-encoded in [0, 1].
+    EV (1 if none is). The medians run on a regular subsample of about CALIBRATION_PIXELS pixels.
+    image: [3, H, W]; y: [K, 3, H, W]; both display-encoded in [0, 1].
     """
+    stride = max(1, math.isqrt(image.shape[-2] * image.shape[-1] // CALIBRATION_PIXELS))
+    image, y = image[..., ::stride, ::stride], y[..., ::stride, ::stride]  # a median needs no full resolution
     r_in = response.luminance(response.decode(image.double(), curve), channel_axis=-3)
     seen_in = ((image > low) & (image < high)).all(dim=-3)
     gains: list[float | None] = []
@@ -370,18 +374,18 @@ def merge_with_input(
 
 
 def _merge_one_with_input(image, y, evs, curve, low, high, knees) -> MergeResult:
-    """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W]."""
-    image = image.double()
+    """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W] (sums in float32)."""
     gains = calibration_gains(image, y, evs, curve, low, high)
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
-    pred = _merge_frames(y, shifted, lambda v: response.decode(v, curve), low, high, torch.float64)
+    pred = _merge_frames(y, shifted, lambda v: response.decode(v, curve), low, high, torch.float32)
+    image = image.float()
     r_in = response.decode(image, curve)
     alpha = torch.zeros_like(image[0:1])  # [1, H, W]
     if knees[1] > 0:
         alpha = torch.maximum(alpha, ((image.amax(dim=-3) - (high - knees[1])) / knees[1]).clamp(0.0, 1.0))
     if knees[0] > 0:
         alpha = torch.maximum(alpha, (((low + knees[0]) - image.amin(dim=-3)) / knees[0]).clamp(0.0, 1.0))
-    hdr = (1.0 - alpha) * r_in + alpha * pred.hdr.double()
+    hdr = (1.0 - alpha) * r_in + alpha * pred.hdr
     half_code = 0.5 / CODE_VALUES_8BIT
     clipped = image >= 1.0 - half_code
     lower = response.decode((image - half_code).clamp(0.0, 1.0), curve)

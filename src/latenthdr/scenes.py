@@ -33,9 +33,12 @@ def sky_panorama(height: int = 256, width: int = 512, sun_elevation_deg: float =
     glow = 4.0 * torch.exp((cos_sun - 1) * 40).unsqueeze(-1)  # aureole around the sun
     disk = (cos_sun > math.cos(math.radians(1.5))).unsqueeze(-1) * 2.0**14
     g = torch.Generator().manual_seed(seed)
-    noise = torch.nn.functional.interpolate(torch.rand(1, 1, height // 8, width // 8, generator=g, dtype=d.dtype),
-                                            size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    checker = ((torch.arange(width) // (width // 32)).view(1, -1) + (torch.arange(height) // (height // 16)).view(-1, 1)) % 2
+    coarse = torch.rand(1, 1, height // 8, width // 8, generator=g, dtype=d.dtype)
+    coarse = torch.nn.functional.pad(coarse, (1, 1, 0, 0), mode="circular")  # periodic in yaw: no seam at +-180
+    noise = torch.nn.functional.interpolate(coarse, size=(height, width + 16), mode="bilinear",
+                                            align_corners=False)[0, 0, :, 8:-8]
+    cell = width // 32  # 32 cells around: the pattern is periodic, and the seam falls mid-cell, not on an edge
+    checker = (((torch.arange(width) + cell // 2) // cell).view(1, -1) + (torch.arange(height) // (height // 16)).view(-1, 1)) % 2
     albedo = (0.08 + 0.15 * noise + 0.1 * checker).unsqueeze(-1) * torch.tensor([0.9, 0.75, 0.55], dtype=d.dtype)
     ground = albedo * (math.pi * 0.15 * 2.0**14 * (1.5 / 180 * math.pi) ** 2 * math.sin(el) + 0.8)
     in_shade = (d[..., 0] > 0.5) & (d[..., 2] < 0)  # a covered patch of ground: lit by a little sky only
