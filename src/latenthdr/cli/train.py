@@ -28,7 +28,7 @@ def _register_head(models) -> None:
     p = models.add_parser("head", help="train an exposure head for a codec's latent space on HDR panoramas",
                           description="Train an exposure head (METHOD.md L_ev) on latents cached once from HDR "
                                       "panoramas; resumable; writes RUN_DIR/head.safetensors (EMA weights).")
-    p.add_argument("--codec", required=True, help="latent codec spec: taef2, a diffusers VAE folder or hub id")
+    p.add_argument("--codec", required=True, help="latent codec spec: embedded (ours), taef2, a diffusers VAE folder or hub id")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of training HDR panoramas (.hdr/.exr)")
     p.add_argument("--val", required=True, metavar="DIR", help="folder of validation HDR panoramas")
     p.add_argument("--evs", default="-7:5:1", help="EV ladder: start:stop:step or a list (default -7:5:1)")
