@@ -380,3 +380,17 @@ def test_train_prior_command_line(tmp_path, monkeypatch, capsys):
                       (["--crop-size", "40"], "--crop-size"), (["--text-dropout", "2"], "--text-dropout")):
         capsys.readouterr()
         assert main(base + ["--out", str(tmp_path / "new")] + bad) == 2 and flag in capsys.readouterr().err
+
+
+def test_shipped_prior_loads_verified_for_the_embedded_codec():
+    from latenthdr.models import registry
+
+    shipped = [e for e in registry.manifest().values() if e["kind"] == "prior"]
+    if not shipped:
+        pytest.skip("no prior shipped in this build")
+    codec = registry.load_codec_for("embedded")
+    source = load_prior_for(codec, text_encoder=StubText())
+    assert source.space == codec.space == shipped[0]["space"]
+    z = source.generate("a sunny meadow", height=64, width=128, panorama=True, num_inference_steps=2,
+                        generator=torch.Generator().manual_seed(0))
+    assert z.shape == (1, codec.latent_channels, 8, 16) and torch.isfinite(z).all()
