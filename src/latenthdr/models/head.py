@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
+from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
 
 HEAD_FORMAT = "latenthdr-head-v1"
-RESERVED_METADATA = ("format", "config", "space")
 
 
 @dataclass(frozen=True)
@@ -274,38 +274,13 @@ def save_head(head: ExposureHead, path: str | os.PathLike, extra_metadata: Mappi
     extra_metadata: more string keys (training command, data, metrics); non-string values are stored as JSON.
     The reserved keys ("format", "config", "space") cannot be overridden.
     """
-    from safetensors.torch import save_file
-
-    extra = dict(extra_metadata or {})
-    clash = sorted(set(extra) & set(RESERVED_METADATA))
-    if clash:
-        raise InputError("extra_metadata", f"reserved keys {clash} cannot be set")
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
-    metadata.update(format=HEAD_FORMAT, config=json.dumps(head.config.to_dict()), space=head.config.space)
-    path = Path(path)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    return save_model_file(path, head.state_dict(), format=HEAD_FORMAT, config=head.config.to_dict(),
+                           space=head.config.space, extra_metadata=extra_metadata)
 
 
 def read_head_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a head file; InputError when the file is missing or not a latenthdr head."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("head", f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for non-safetensors files
-        raise InputError("head", f"{path}: not a safetensors file ({error})") from error
-    if metadata.get("format") != HEAD_FORMAT or "config" not in metadata:
-        raise InputError("head", f"{path}: not a latenthdr exposure head (format {metadata.get('format')!r}, "
-                                 f"expected {HEAD_FORMAT!r})")
-    return metadata
+    return read_model_metadata(path, format=HEAD_FORMAT, argument="head", what="exposure head")
 
 
 def load_head(path: str | os.PathLike, expected_space: str | None = None, device="cpu") -> ExposureHead:

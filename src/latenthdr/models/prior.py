@@ -43,10 +43,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
+from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
 from latenthdr.models.head import Conv, EVEmbedding, FiLMBlock, Norm
 
 PRIOR_FORMAT = "latenthdr-prior-v1"
-RESERVED_METADATA = ("format", "config", "space")
 SCHEDULERS = ("dpmsolver", "ddim", "euler")
 
 
@@ -392,38 +392,13 @@ def _positive_int(name: str, value) -> int:
 def save_prior(model: PriorUNet, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
                extra_metadata: Mapping | None = None) -> Path:
     """Write the weights (cast to ``dtype``, e.g. float16 to ship) with config and space metadata, atomically."""
-    from safetensors.torch import save_file
-
-    extra = dict(extra_metadata or {})
-    clash = sorted(set(extra) & set(RESERVED_METADATA))
-    if clash:
-        raise InputError("extra_metadata", f"reserved keys {clash} cannot be set")
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
-    metadata.update(format=PRIOR_FORMAT, config=json.dumps(model.config.to_dict()), space=model.config.space)
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    return save_model_file(path, model.state_dict(), format=PRIOR_FORMAT, config=model.config.to_dict(),
+                           space=model.config.space, extra_metadata=extra_metadata, dtype_of=lambda k, v: dtype)
 
 
 def read_prior_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a prior file; InputError when missing or not a latenthdr prior."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("prior", f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for non-safetensors files
-        raise InputError("prior", f"{path}: not a safetensors file ({error})") from error
-    if metadata.get("format") != PRIOR_FORMAT or "config" not in metadata:
-        raise InputError("prior", f"{path}: not a latenthdr prior (format {metadata.get('format')!r}, "
-                                  f"expected {PRIOR_FORMAT!r})")
-    return metadata
+    return read_model_metadata(path, format=PRIOR_FORMAT, argument="prior", what="prior")
 
 
 def load_prior(path: str | os.PathLike, expected_space: str | None = None, device="cpu") -> PriorUNet:

@@ -41,9 +41,9 @@ from torch import nn
 
 from latenthdr.errors import InputError
 from latenthdr.models.codecs import LatentCodec
+from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
 
 CODEC_FORMAT = "latenthdr-tinycodec-v1"
-RESERVED_METADATA = ("format", "config", "space")
 DOWNSCALE = 8  # three 2x levels: 1/2, 1/4, 1/8
 
 
@@ -285,39 +285,14 @@ def save_codec(model: TinyAutoencoder, path: str | os.PathLike, *, dtype: torch.
                extra_metadata: Mapping | None = None) -> Path:
     """Write weights (cast to ``dtype``; the latent statistics stay float32) with the config and space in the
     metadata, atomically. extra_metadata: more keys (non-strings stored as JSON); reserved keys refused."""
-    from safetensors.torch import save_file
-
-    extra = dict(extra_metadata or {})
-    clash = sorted(set(extra) & set(RESERVED_METADATA))
-    if clash:
-        raise InputError("extra_metadata", f"reserved keys {clash} cannot be set")
-    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
-    metadata.update(format=CODEC_FORMAT, config=json.dumps(model.config.to_dict()), space=model.config.space)
-    tensors = {k: v.detach().to("cpu", torch.float32 if k.startswith("latent_") else dtype).contiguous()
-               for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-    return path
+    return save_model_file(path, model.state_dict(), format=CODEC_FORMAT, config=model.config.to_dict(),
+                           space=model.config.space, extra_metadata=extra_metadata,
+                           dtype_of=lambda k, v: torch.float32 if k.startswith("latent_") else dtype)
 
 
 def read_codec_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a codec file; InputError when missing or not a latenthdr tiny codec."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("codec", f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for non-safetensors files
-        raise InputError("codec", f"{path}: not a safetensors file ({error})") from error
-    if metadata.get("format") != CODEC_FORMAT or "config" not in metadata:
-        raise InputError("codec", f"{path}: not a latenthdr codec (format {metadata.get('format')!r}, "
-                                  f"expected {CODEC_FORMAT!r})")
-    return metadata
+    return read_model_metadata(path, format=CODEC_FORMAT, argument="codec", what="codec")
 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:

@@ -1,0 +1,59 @@
+"""Safetensors files of our models: weights plus ``format``, ``config`` (JSON) and latent ``space`` metadata.
+
+One implementation for the exposure head, the embedded codec and the prior: each passes its own format tag and
+the argument name its errors should carry ("head", "codec", "prior").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+
+from latenthdr.errors import InputError
+
+RESERVED_METADATA = ("format", "config", "space")
+
+
+def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *, format: str, config: dict,
+                    space: str, extra_metadata: Mapping | None = None,
+                    dtype_of: Callable[[str, torch.Tensor], torch.dtype] | None = None) -> Path:
+    """Write ``state_dict`` atomically with the reserved metadata and ``extra_metadata`` (non-strings as JSON;
+    reserved keys refused). ``dtype_of(name, tensor)`` picks each stored dtype (default: the tensor's own)."""
+    from safetensors.torch import save_file
+
+    extra = dict(extra_metadata or {})
+    clash = sorted(set(extra) & set(RESERVED_METADATA))
+    if clash:
+        raise InputError("extra_metadata", f"reserved keys {clash} cannot be set")
+    metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
+    metadata.update(format=format, config=json.dumps(config), space=space)
+    tensors = {k: v.detach().to("cpu", dtype_of(k, v) if dtype_of else v.dtype).contiguous()
+               for k, v in state_dict.items()}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_model_metadata(path: str | os.PathLike, *, format: str, argument: str, what: str) -> dict[str, str]:
+    """The metadata of a model file; InputError naming ``argument`` when it is missing, not safetensors, or not
+    a ``format`` file (``what`` names the expected kind in the message, e.g. "exposure head")."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(argument, f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types for non-safetensors files
+        raise InputError(argument, f"{path}: not a safetensors file ({error})") from error
+    if metadata.get("format") != format or "config" not in metadata:
+        raise InputError(argument, f"{path}: not a latenthdr {what} (format {metadata.get('format')!r}, "
+                                   f"expected {format!r})")
+    return metadata
