@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
-from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
+                                            save_model_file)
 
 HEAD_FORMAT = "latenthdr-head-v1"
 
@@ -77,14 +78,7 @@ class HeadConfig:
     @classmethod
     def from_dict(cls, data: Mapping) -> "HeadConfig":
         """Build from a mapping (parsed JSON/TOML); InputError names unknown keys and lists the accepted ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise InputError("head config", f"unknown keys {unknown}; accepted: {', '.join(names)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as error:  # a required key is missing
-            raise InputError("head config", f"{error}; required: latent_channels, space") from error
+        return config_from_dict(cls, data, "head config")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (widths as a list); ``from_dict(to_dict())`` round-trips."""

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
-from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
+                                            save_model_file)
 from latenthdr.models.head import Conv, EVEmbedding, FiLMBlock, Norm
 
 PRIOR_FORMAT = "latenthdr-prior-v1"
@@ -111,14 +112,7 @@ class PriorConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "PriorConfig":
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise InputError("prior config", f"unknown keys {unknown}; accepted: {', '.join(names)}")
-        try:
-            return cls(**dict(data))
-        except TypeError as error:
-            raise InputError("prior config", f"{error}; required: latent_channels, space") from error
+        return config_from_dict(cls, data, "prior config")
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

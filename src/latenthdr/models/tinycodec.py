@@ -41,7 +41,8 @@ from torch import nn
 
 from latenthdr.errors import InputError
 from latenthdr.models.codecs import LatentCodec
-from latenthdr.models.weights_file import RESERVED_METADATA, read_model_metadata, save_model_file  # noqa: F401
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
+                                            save_model_file)
 
 CODEC_FORMAT = "latenthdr-tinycodec-v1"
 DOWNSCALE = 8  # three 2x levels: 1/2, 1/4, 1/8
@@ -83,11 +84,7 @@ class TinyCodecConfig:
     @classmethod
     def from_dict(cls, data: Mapping) -> "TinyCodecConfig":
         """Build from a mapping (parsed JSON); InputError names unknown keys and lists the accepted ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise InputError("codec config", f"unknown keys {unknown}; accepted: {', '.join(names)}")
-        return cls(**dict(data))
+        return config_from_dict(cls, data, "codec config")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (tuples as lists); ``from_dict(to_dict())`` round-trips."""

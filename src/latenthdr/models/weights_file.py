@@ -57,3 +57,20 @@ def read_model_metadata(path: str | os.PathLike, *, format: str, argument: str, 
         raise InputError(argument, f"{path}: not a latenthdr {what} (format {metadata.get('format')!r}, "
                                    f"expected {format!r})")
     return metadata
+
+
+def config_from_dict(cls, data: Mapping, argument: str):
+    """Build the frozen config dataclass ``cls`` from a parsed mapping. Unknown keys, and missing required keys,
+    raise InputError naming ``argument`` (e.g. "head config") and listing the accepted keys."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise InputError(argument, f"unknown keys {unknown}; accepted: {', '.join(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise InputError(argument, f"missing keys {missing}; required: {', '.join(required)}")
+    return cls(**dict(data))
