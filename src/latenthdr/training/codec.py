@@ -92,10 +92,8 @@ class CodecTrainOptions:
         from latenthdr import exposure
 
         object.__setattr__(self, "evs", exposure.parse_ev_ladder(self.evs, "evs"))
-        for name in ("samples", "evs_per_sample", "batch_size", "val_every", "checkpoint_every", "pca_batches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(name, f"got {value!r}; accepted: an integer >= 1")
+        loop.check_positive_ints(self, ("samples", "evs_per_sample", "batch_size", "val_every", "checkpoint_every",
+                                        "pca_batches"))
         if self.evs_per_sample > len(self.evs):
             raise InputError("evs_per_sample", f"got {self.evs_per_sample}; accepted: at most {len(self.evs)}")
         for name in ("pu21_loss", "latent_penalty"):
@@ -110,11 +108,7 @@ class CodecTrainOptions:
         return TinyCodecConfig.from_preset(self.preset, **overrides)
 
     def loop_config(self) -> loop.LoopConfig:
-        return loop.LoopConfig(seed=self.seed, lr=self.lr, warmup_steps=self.warmup_steps,
-                               weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm,
-                               max_steps=self.steps, max_minutes=self.minutes,
-                               ema_half_life_steps=self.ema_half_life_steps, val_every_steps=self.val_every,
-                               checkpoint_every_steps=self.checkpoint_every)
+        return loop.loop_config_of(self)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

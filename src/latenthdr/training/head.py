@@ -77,19 +77,13 @@ class HeadTrainOptions:
         if len(evs) < 2:
             raise InputError("evs", f"got {evs}; accepted: a ladder of at least 2 EVs")
         object.__setattr__(self, "evs", evs)
-        for name in ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every", "pixel_evs_per_scene"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(name, f"got {value!r}; accepted: an integer >= 1")
+        loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every",
+                                        "pixel_evs_per_scene"))
         if not self.pixel_loss >= 0:
             raise InputError("pixel_loss", f"got {self.pixel_loss!r}; accepted: a weight >= 0")
 
     def loop_config(self) -> loop.LoopConfig:
-        return loop.LoopConfig(seed=self.seed, lr=self.lr, warmup_steps=self.warmup_steps,
-                               weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm,
-                               max_steps=self.steps, max_minutes=self.minutes,
-                               ema_half_life_steps=self.ema_half_life_steps, val_every_steps=self.val_every,
-                               checkpoint_every_steps=self.checkpoint_every)
+        return loop.loop_config_of(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

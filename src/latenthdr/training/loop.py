@@ -88,6 +88,21 @@ def _positive_int(name: str, value) -> None:
         raise InputError(name, f"got {value!r}; accepted: an integer >= 1")
 
 
+def check_positive_ints(options, names) -> None:
+    """InputError naming the first of ``names`` whose value on ``options`` is not an integer >= 1."""
+    for name in names:
+        _positive_int(name, getattr(options, name))
+
+
+def loop_config_of(options) -> LoopConfig:
+    """The LoopConfig of a job's options (head, codec, prior): they share these field names."""
+    return LoopConfig(seed=options.seed, lr=options.lr, warmup_steps=options.warmup_steps,
+                      weight_decay=options.weight_decay, grad_clip_norm=options.grad_clip_norm,
+                      max_steps=options.steps, max_minutes=options.minutes,
+                      ema_half_life_steps=options.ema_half_life_steps, val_every_steps=options.val_every,
+                      checkpoint_every_steps=options.checkpoint_every)
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and torch (all devices) global generators."""
     random.seed(seed)

@@ -79,8 +79,7 @@ class PriorTrainOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "evs", parse_ev_ladder(self.evs, "evs"))
-        for name in ("samples", "batch_size", "val_every", "val_samples", "checkpoint_every"):
-            _positive_int(name, getattr(self, name))
+        loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "val_samples", "checkpoint_every"))
         for name in ("skies", "seed", "warmup_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -94,11 +93,7 @@ class PriorTrainOptions:
             raise InputError("evs", f"got {self.evs}; accepted: a ladder that contains EV 0 (the normal mode)")
 
     def loop_config(self) -> loop.LoopConfig:
-        return loop.LoopConfig(seed=self.seed, lr=self.lr, warmup_steps=self.warmup_steps,
-                               weight_decay=self.weight_decay, grad_clip_norm=self.grad_clip_norm,
-                               max_steps=self.steps, max_minutes=self.minutes,
-                               ema_half_life_steps=self.ema_half_life_steps, val_every_steps=self.val_every,
-                               checkpoint_every_steps=self.checkpoint_every)
+        return loop.loop_config_of(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -372,9 +367,4 @@ def _prepare_run_dir(run_dir: Path, options: PriorTrainOptions, resume: bool, ov
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(name, f"got {value!r}; accepted: an integer >= 1")
 
