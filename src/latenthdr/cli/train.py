@@ -53,13 +53,18 @@ def _register_head(models) -> None:
     p.add_argument("--pixel-loss", type=float, default=0.0, help="weight of the decoded PU21 pixel loss (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
     p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
+    add_run_options(p)
+    p.set_defaults(handler=run_head)
+
+
+def add_run_options(p) -> None:
+    """Flags every training job shares: --resume, --dry-run, --threads, --no-progress, --overwrite."""
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 can be much "
                                                "faster for small models on a busy machine)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_overwrite(p)
-    p.set_defaults(handler=run_head)
 
 
 def run_head(args) -> int:
@@ -180,11 +185,7 @@ def _register_codec(models) -> None:
     p.add_argument("--val-every", type=int, default=250, help="steps between validations (default 250)")
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    add_overwrite(p)
+    add_run_options(p)
     p.set_defaults(handler=run_codec)
 
 

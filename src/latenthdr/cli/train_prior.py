@@ -9,7 +9,7 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli._common import print_json
 
 
 def register(models) -> None:
@@ -46,11 +46,9 @@ def register(models) -> None:
     p.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, skies, batches and weights (default 0)")
     p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved options and exit")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    add_overwrite(p)
+    from latenthdr.cli.train import add_run_options  # train.py imports this module lazily: no cycle
+
+    add_run_options(p)
     p.set_defaults(handler=run_prior)
 
 
