@@ -275,6 +275,25 @@ def test_resume_after_a_crash_gives_the_same_weights(folders, tmp_path, monkeypa
     assert abs(whole.final_val_f16["psnr"] - whole.final_val["psnr"]) < 1.0
 
 
+def test_decoder_only_fine_tuning_keeps_the_latent_space(folders, tmp_path):
+    from safetensors.torch import load_file
+
+    start = tcod.train_codec(_options(folders, steps=2), tmp_path / "start", command="test")
+    options = _options(folders, init=str(start.codec_path), train_encoder=False, l2_loss=10.0, latent_noise=0.1)
+    tuned = tcod.train_codec(options, tmp_path / "tuned", command="test")
+    a, b = load_file(str(start.codec_path)), load_file(str(tuned.codec_path))
+    frozen = [k for k in a if k.startswith(("encoder.", "latent_"))]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # same encoder, same statistics
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    assert tc.load_embedded_codec(tuned.codec_path).space == tc.load_embedded_codec(start.codec_path).space
+    with pytest.raises(InputError, match="init"):
+        _options(folders, train_encoder=False)
+    with pytest.raises(InputError, match="init"):
+        _options(folders, init=str(start.codec_path), name="other")
+    with pytest.raises(InputError, match="latent_noise"):
+        _options(folders, latent_noise=-1.0)
+
+
 def test_cli_dry_run_and_bad_flags(folders, tmp_path, capsys):
     args = ["train", "codec", "--data", str(folders / "train"), "--val", str(folders / "val"),
             "--out", str(tmp_path / "run"), "--dry-run", "--latent-channels", "8", "--minutes", "3"]
@@ -283,7 +302,8 @@ def test_cli_dry_run_and_bad_flags(folders, tmp_path, capsys):
     assert report["codec"]["latent_channels"] == 8 and report["options"]["steps"] is None
     assert "--latent-channels 8" in report["command"] and not (tmp_path / "run").exists()
     for extra, flag in ((("--latent-channels", "0"), "--latent-channels"), (("--preset", "huge"), "--preset"),
-                        (("--crop-size", "100"), "--crop-size"), (("--evs-per-sample", "20"), "--evs-per-sample")):
+                        (("--crop-size", "100"), "--crop-size"), (("--evs-per-sample", "20"), "--evs-per-sample"),
+                        (("--decoder-only",), "--decoder-only"), (("--init", str(tmp_path / "none")), "--init")):
         assert main(args + list(extra)) == 2
         assert f"error: {flag}:" in capsys.readouterr().err
 

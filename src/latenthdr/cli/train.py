@@ -180,6 +180,15 @@ def _register_codec(models) -> None:
                                              "unless only --minutes is given: then constant lr after warmup)")
     p.add_argument("--minutes", type=float, help="wall-time limit in minutes (cumulative over resumes)")
     p.add_argument("--pu21-loss", type=float, default=1.0, help="weight of the PU21 L1 loss (default 1)")
+    p.add_argument("--l2-loss", type=float, default=0.0, help="weight of the display L2 loss (default 0)")
+    p.add_argument("--init", metavar="CODEC_FILE", help="start from this trained codec: its architecture and name (--preset is then "
+                                                        "unused; --latent-channels and --name are refused)")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="with --init: train only the decoder; the encoder, the latent statistics and so the "
+                        "latent space (and its heads and prior) stay exactly as they were")
+    p.add_argument("--latent-noise", type=float, default=0.0,
+                   help="std of the noise added to latents before decoding in training, in latent std units "
+                        "(default 0)")
     p.add_argument("--fp32", action="store_true", help="train in float32 (default: bfloat16 autocast, ~2x faster)")
     p.add_argument("--val-crops", type=int, default=10, help="fixed 256x256 val crops, all EVs each (default 10)")
     p.add_argument("--val-every", type=int, default=250, help="steps between validations (default 250)")
@@ -241,6 +250,16 @@ def codec_options(args):
     _int_at_least("--seed", args.seed, 0)
     _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
     _number_in("--pu21-loss", args.pu21_loss, 0.0, math.inf)
+    _number_in("--l2-loss", args.l2_loss, 0.0, math.inf)
+    _number_in("--latent-noise", args.latent_noise, 0.0, math.inf)
+    if args.decoder_only and args.init is None:
+        raise InputError("--decoder-only", "needs --init CODEC_FILE: the trained codec whose decoder to fine-tune")
+    if args.init is not None:
+        from latenthdr.models.tinycodec import read_codec_config
+
+        if not Path(args.init).is_file():
+            raise InputError("--init", f"{args.init}: no such file; accepted: a codec .safetensors file")
+        read_codec_config(args.init)
     steps = args.steps if args.steps is not None or args.minutes is not None else 3000
     if steps is not None:
         _int_at_least("--steps", steps, 1)
@@ -253,6 +272,7 @@ def codec_options(args):
         data=args.data, val=args.val, preset=args.preset, latent_channels=args.latent_channels, name=args.name,
         evs=evs, samples=args.samples, sampling=sampling, evs_per_sample=args.evs_per_sample,
         batch_size=args.batch_size, lr=args.lr, steps=steps, minutes=args.minutes, pu21_loss=args.pu21_loss,
+        l2_loss=args.l2_loss, init=args.init, train_encoder=not args.decoder_only, latent_noise=args.latent_noise,
         bf16=not args.fp32, val_crops=args.val_crops, val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
 
 
@@ -264,11 +284,13 @@ def codec_command(options, out: str) -> str:
              "--preset", options.preset, f"--evs={format_ev_ladder(options.evs)}", "--samples", options.samples,
              "--evs-per-sample", options.evs_per_sample, "--crop-size", options.sampling.crop_size,
              "--batch-size", options.batch_size, "--lr", options.lr, "--pu21-loss", options.pu21_loss,
-             "--val-crops", options.val_crops, "--val-every", options.val_every,
+             "--l2-loss", options.l2_loss, "--latent-noise", options.latent_noise, "--val-crops", options.val_crops, "--val-every", options.val_every,
              "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
     parts += ["--latent-channels", options.latent_channels] if options.latent_channels is not None else []
     parts += [] if options.bf16 else ["--fp32"]
     parts += ["--name", options.name] if options.name is not None else []
+    parts += ["--init", options.init] if options.init is not None else []
+    parts += [] if options.train_encoder else ["--decoder-only"]
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     return shlex.join(str(p) for p in parts)

@@ -221,14 +221,21 @@ class TinyAutoencoder(nn.Module):
         self.decoder.patch.weight.copy_(V.T[:, :, None, None])
         self.decoder.patch.bias.copy_(mean)
 
-    def forward(self, y: torch.Tensor, panorama: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, y: torch.Tensor, panorama: bool = False,
+                latent_noise: tuple[float, torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: y [n, 3, H, W] display [0, 1] (H, W multiples of 8) -> (reconstruction [n, 3, H, W]
-        unclamped, raw latent [n, C, H/8, W/8]). ``panorama``: circular padding as the adapter does it."""
+        unclamped, raw latent [n, C, H/8, W/8]). ``panorama``: circular padding as the adapter does it.
+        ``latent_noise`` (sigma, generator): the decoder reads z_raw + sigma * latent_std * N(0, 1)."""
         p = min(wrap_columns(self.config), y.shape[-1] // DOWNSCALE) if panorama else 0
         if p:
             y = F.pad(y, (p * DOWNSCALE, p * DOWNSCALE, 0, 0), mode="circular")
         z_raw = self.encoder(y)
-        y_hat = self.decoder(z_raw)
+        z_in = z_raw
+        if latent_noise is not None:
+            sigma, generator = latent_noise
+            noise = torch.randn(z_raw.shape, generator=generator).to(z_raw.device, z_raw.dtype)
+            z_in = z_raw + sigma * self.latent_std[:, None, None].to(z_raw.dtype) * noise
+        y_hat = self.decoder(z_in)
         if p:
             y_hat, z_raw = y_hat[..., p * DOWNSCALE:-p * DOWNSCALE], z_raw[..., p:-p]
         return y_hat, z_raw
@@ -292,12 +299,17 @@ def read_codec_metadata(path: str | os.PathLike) -> dict[str, str]:
     return read_model_metadata(path, format=CODEC_FORMAT, argument="codec", what="codec")
 
 
+def read_codec_config(path: str | os.PathLike) -> TinyCodecConfig:
+    """The architecture recorded in a codec file (InputError when it is not one)."""
+    return TinyCodecConfig.from_dict(json.loads(read_codec_metadata(path)["config"]))
+
+
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:
     """Load a :func:`save_codec` file strictly, cast to ``dtype`` (float32 for CPU work), in eval mode."""
     from safetensors.torch import load_file
 
     metadata = read_codec_metadata(path)
-    config = TinyCodecConfig.from_dict(json.loads(metadata["config"]))
+    config = read_codec_config(path)
     if metadata.get("space") != config.space:
         raise InputError("codec", f"{path}: space {metadata.get('space')!r} does not match its config "
                                   f"({config.space!r})")

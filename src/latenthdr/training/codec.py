@@ -15,6 +15,7 @@ drawn among its *informative* frames: fewer than ``TRIVIAL_LIMIT`` of the pixels
 
 Loss, per frame y_e (display) and its reconstruction y_hat:
   L = mean |y_hat - y_e|                                                  (display L1)
+    + l2_loss * mean (y_hat - y_e)^2                                       (display L2, PSNR's own measure)
     + pu21_loss * mean |V(y_hat) - V(y_e)| / 256                           (perceptual HDR L1)
     + latent_penalty * mean(z_raw^2)                                       (keeps the latent scale bounded)
 with V(y) = PU21(decode_gamma2.2(y) / 2^e * NITS_AT_CLIP) (METHOD.md "Metrics"): each frame is linearised
@@ -22,6 +23,12 @@ and brought back to scene radiance (1.0 = the EV-0 clip level) before PU21 encod
 much as it would be visible in the merged HDR at that luminance. The EV-0 clip level is placed at
 NITS_AT_CLIP = 100 cd/m2 (a typical SDR white; the scale used by the head's pixel loss), so the -7 EV frame's
 highlights sit at up to 12800 cd/m2 (PU21 clamps at 10000) and the +5 EV frame's shadows near 0.005 cd/m2.
+
+Decoder fine-tuning (``init`` + ``train_encoder=False``): start from a trained codec file and train only its
+decoder. The encoder and the latent statistics stay exactly as they were, so the latent space, and every head
+and prior trained in it, stay valid; the weights keep the init's name. ``latent_noise`` (in units of each
+channel's latent std) is added to the latent before decoding during training, so the decoder also learns to
+turn latents a little off the encoder's manifold (a prior's samples, a head's predictions) into clean images.
 """
 
 from __future__ import annotations
@@ -57,7 +64,8 @@ class CodecTrainOptions:
     data/val: folders of HDR panoramas (val may be None). preset/latent_channels/name: the architecture
     (tinycodec.CODEC_PRESETS; the overrides replace the preset's). evs: the ladder frames are drawn from.
     samples: size of the spec pool. evs_per_sample: frames kept per spec. batch_size: specs per step.
-    val_crops: fixed 256x256 val crops (all EVs of each). bf16: run the network under bfloat16 autocast
+    val_crops: fixed 256x256 val crops (all EVs of each). init / train_encoder / latent_noise: decoder
+    fine-tuning (module docstring); with ``init`` the architecture and name are the init file's. bf16: run the network under bfloat16 autocast
     (weights, optimizer and losses stay float32; about 2x faster on CPUs with AVX512-BF16, measured in
     docs/codec.md). Other fields: see the module docstring and LoopConfig.
     """
@@ -80,7 +88,11 @@ class CodecTrainOptions:
     grad_clip_norm: float = 1.0
     ema_half_life_steps: float = 200.0
     pu21_loss: float = 1.0
+    l2_loss: float = 0.0
     latent_penalty: float = 1e-4
+    init: str | None = None
+    train_encoder: bool = True
+    latent_noise: float = 0.0
     bf16: bool = True
     pca_batches: int = 24
     val_crops: int = 10
@@ -96,14 +108,21 @@ class CodecTrainOptions:
                                         "pca_batches"))
         if self.evs_per_sample > len(self.evs):
             raise InputError("evs_per_sample", f"got {self.evs_per_sample}; accepted: at most {len(self.evs)}")
-        for name in ("pu21_loss", "latent_penalty"):
+        for name in ("pu21_loss", "l2_loss", "latent_penalty", "latent_noise"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
-        self.codec_config()  # validates preset / overrides
+        if not self.train_encoder and self.init is None:
+            raise InputError("train_encoder", "a frozen encoder needs init: the trained codec to fine-tune")
+        if self.init is not None and (self.latent_channels is not None or self.name is not None):
+            raise InputError("init", "the architecture and name come from the init codec; drop latent_channels "
+                                     "and name")
+        self.codec_config()  # validates preset / overrides / the init file
 
     def codec_config(self):
-        from latenthdr.models.tinycodec import TinyCodecConfig
+        from latenthdr.models.tinycodec import TinyCodecConfig, read_codec_config
 
+        if self.init is not None:
+            return read_codec_config(self.init)
         overrides = {k: v for k, v in (("latent_channels", self.latent_channels), ("name", self.name)) if v is not None}
         return TinyCodecConfig.from_preset(self.preset, **overrides)
 
@@ -164,14 +183,21 @@ class CodecStep:
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
         y, e, panorama = self.frames(step, accelerator.process_index)
         y, e = y.to(accelerator.device, memory_format=torch.channels_last), e.to(accelerator.device)
+        noise = None
+        if self.options.latent_noise > 0:
+            g = torch.Generator().manual_seed(loop.derive_seed(self.options.seed, step, accelerator.process_index, 2))
+            noise = (self.options.latent_noise, g)
         with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=self.options.bf16):
-            y_hat, z_raw = model(y, panorama=panorama)
+            y_hat, z_raw = model(y, panorama=panorama, latent_noise=noise)
         y_hat = y_hat.float()
         loss_l1 = (y_hat - y).abs().mean()
+        loss_l2 = (y_hat - y).square().mean()
         loss_pu = pu21_l1(y_hat, y, e)
         loss_z = z_raw.float().square().mean()
-        loss = loss_l1 + self.options.pu21_loss * loss_pu + self.options.latent_penalty * loss_z
-        return loss, {"loss_l1": loss_l1.item(), "loss_pu21": loss_pu.item(), "latent_rms": loss_z.sqrt().item()}
+        loss = (loss_l1 + self.options.l2_loss * loss_l2 + self.options.pu21_loss * loss_pu
+                + self.options.latent_penalty * loss_z)
+        return loss, {"loss_l1": loss_l1.item(), "loss_l2": loss_l2.item(), "loss_pu21": loss_pu.item(),
+                      "latent_rms": loss_z.sqrt().item()}
 
 
 def pu21_l1(y_hat: torch.Tensor, y: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -271,13 +297,18 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
     validator = None if options.val is None or options.val_crops < 1 else CodecValidator(
         load_panoramas(options.val, "val"), options.evs, options.val_crops)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
-    model = tinycodec.TinyAutoencoder(codec_config)
-    model.init_linear_paths([step_fn.frames(s, PCA_STREAM)[0] for s in range(options.pca_batches)])
+    if options.init is not None:
+        model = tinycodec.load_model(options.init).train()
+    else:
+        model = tinycodec.TinyAutoencoder(codec_config)
+        model.init_linear_paths([step_fn.frames(s, PCA_STREAM)[0] for s in range(options.pca_batches)])
+    model.encoder.requires_grad_(options.train_encoder)
     model = model.to(memory_format=torch.channels_last)  # faster CPU convs
     result = loop.train(model, step_fn, options.loop_config(), run_dir,
                         validate=validator, resume=resume, progress=progress, accelerator=acc)
     ema = result.ema.to("cpu")
-    calibrate_latents(ema, step_fn)
+    if options.train_encoder:  # a frozen encoder keeps its latent space, statistics included
+        calibrate_latents(ema, step_fn)
     final = _finite(result.history[-1]) if result.history else {}
     paths = (run_dir / "codec.safetensors", run_dir / "codec-f16.safetensors")
     final_f16 = {}
