@@ -128,11 +128,11 @@ def test_frozen_config():
 
 
 @pytest.mark.parametrize("preset, low, high", [("tiny", 3e4, 1e5), ("small", 1.5e5, 4e5), ("base", 6e5, 1.1e6),
-                                               ("large", 1.1e6, 1.6e6)])
+                                               ("large", 1.1e6, 1.6e6), ("wide", 1.9e6, 2.6e6)])
 def test_preset_parameter_counts_for_32_channels(preset, low, high):
     head = ExposureHead(HeadConfig.from_preset(preset, 32, "taef2"))
     assert low < sum(p.numel() for p in head.parameters()) < high
-    assert set(HEAD_PRESETS) == {"tiny", "small", "base", "large"}
+    assert set(HEAD_PRESETS) == {"tiny", "small", "base", "large", "wide"}
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ def _register_head(models) -> None:
     p.add_argument("--val", required=True, metavar="DIR", help="folder of validation HDR panoramas")
     p.add_argument("--evs", default="-7:5:1", help="EV ladder: start:stop:step or a list (default -7:5:1)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (config, log, checkpoints, head)")
-    p.add_argument("--preset", default="base", help="head architecture preset: tiny, small, base, large (default base)")
+    p.add_argument("--preset", default="base", help="head architecture preset: tiny, small, base, large, wide (default base)")
     p.add_argument("--samples", type=int, default=360, help="training samples cached (default 360)")
     p.add_argument("--val-samples", type=int, default=40, help="validation samples cached (default 40)")
     p.add_argument("--crop-size", type=int, default=128, help="perspective crop size, pixels (default 128)")

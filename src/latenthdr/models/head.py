@@ -96,7 +96,8 @@ class HeadConfig:
 
 # Architecture presets (latent_channels and space come from the codec). Parameter counts for C = 32, checked
 # in tests/test_head.py: tiny ~57 k, small ~0.22 M, base ~0.79 M (METHOD.md's reading: widths 32/64/128,
-# about 0.8 M), large ~1.3 M (two blocks per level).
+# about 0.8 M), large ~1.3 M (two blocks per level), wide ~2.2 M (a wider full-resolution level: for latent
+# spaces such as TAEF2's, where re-exposing a frame is a strongly nonlinear map per latent pixel; docs/head.md).
 HEAD_PRESETS: dict[str, dict] = {
     "tiny": {"widths": (8, 16, 32), "blocks_per_level": 1, "ev_embed_dim": 32, "fourier_frequencies": 4,
              "norm_groups": 4},
@@ -106,6 +107,8 @@ HEAD_PRESETS: dict[str, dict] = {
              "norm_groups": 8},
     "large": {"widths": (32, 64, 128), "blocks_per_level": 2, "ev_embed_dim": 64, "fourier_frequencies": 4,
               "norm_groups": 8},
+    "wide": {"widths": (64, 96, 128), "blocks_per_level": 2, "ev_embed_dim": 64, "fourier_frequencies": 4,
+             "norm_groups": 8},
 }
 
 

@@ -149,7 +149,7 @@ def _captions_of(captions: dict[str, list[str]], source: str) -> list[str]:
 # ------------------------------------------------------------------------------------------- skies
 def render_sky_folder(folder: Path, n: int, seed: int, width: int) -> dict[str, list[str]]:
     """Render ``n`` procedural skies (``skies.draw_sky_params``) as Radiance files in ``folder`` once; files
-    already there with the same parameters are kept (their mtimes tie the latent cache to them). Returns
+    already there with the same parameters are kept (their bytes tie the latent cache to them). Returns
     their captions by file name; ``skies.json`` records parameters and captions."""
     from latenthdr import io, skies
 
