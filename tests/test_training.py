@@ -350,3 +350,18 @@ def test_cli_trains_end_to_end_with_a_local_codec(folders, tmp_path, capsys):
     assert report["steps"] == 3 and report["stopped_by"] == "steps" and "identity_over_head" in report["final_val"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["options"]["sampling"]["crop_size"] == 16 and config["head"]["widths"] == [8, 16, 32]
+
+
+def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bright_evs():
+    from latenthdr.training.head import unknown_weights
+
+    H = torch.full((1, 3, 16, 16), 0.2)
+    H[..., :8, :8] = 4.0  # clipped at EV 0: the top-left latent pixel of a 2x2 latent grid (8x downscale)
+    H[..., 8:, 8:] = 0.0  # black at EV 0: the bottom-right one
+    w = unknown_weights(H, torch.tensor([-2.0, 0.0, 2.0]), (2, 2), 10.0)  # [1, 3, 1, 2, 2]
+    assert w.shape == (1, 3, 1, 2, 2)
+    assert w[0, 0, 0].tolist() == [[11.0, 1.0], [1.0, 1.0]]  # e < 0: what clipped must be inferred
+    assert w[0, 1, 0].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # e = 0: nothing to infer
+    assert w[0, 2, 0].tolist() == [[1.0, 1.0], [1.0, 11.0]]  # e > 0: what was black
+    with pytest.raises(InputError, match="unknown_weight"):
+        th.HeadTrainOptions(codec="embedded", data=".", unknown_weight=-1.0)

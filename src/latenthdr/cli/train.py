@@ -51,6 +51,9 @@ def _register_head(models) -> None:
     p.add_argument("--merged-samples", type=int, default=4, help="val samples decoded and merged (default 4)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (default 100)")
     p.add_argument("--pixel-loss", type=float, default=0.0, help="weight of the decoded PU21 pixel loss (default 0)")
+    p.add_argument("--unknown-weight", type=float, default=0.0,
+                   help="extra loss weight of latent pixels whose EV-0 frame is clipped (negative EVs) or black "
+                        "(positive EVs): the regions the head must infer (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
     p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
     add_run_options(p)
@@ -119,6 +122,7 @@ def head_options(args):
     _int_at_least("--seed", args.seed, 0)
     _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
     _number_in("--pixel-loss", args.pixel_loss, 0.0, math.inf)
+    _number_in("--unknown-weight", args.unknown_weight, 0.0, math.inf)
     _number_in("--ema-half-life", args.ema_half_life, 0.0, math.inf, open_low=True)
     steps = args.steps if args.steps is not None or args.minutes is not None else 2000
     if steps is not None:
@@ -135,7 +139,7 @@ def head_options(args):
         minutes=args.minutes, warmup_steps=args.warmup, ema_half_life_steps=args.ema_half_life,
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
-        pixel_loss=args.pixel_loss, seed=args.seed, cache=args.cache)
+        pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, seed=args.seed, cache=args.cache)
 
 
 def head_command(options, out: str) -> str:
@@ -152,7 +156,8 @@ def head_command(options, out: str) -> str:
              "--lr", options.lr, "--warmup", options.warmup_steps, "--ema-half-life", options.ema_half_life_steps,
              "--val-every", options.val_every, "--merged-every", options.merged_every,
              "--merged-samples", options.merged_samples,
-             "--checkpoint-every", options.checkpoint_every, "--pixel-loss", options.pixel_loss, "--seed", options.seed]
+             "--checkpoint-every", options.checkpoint_every, "--pixel-loss", options.pixel_loss,
+             "--unknown-weight", options.unknown_weight, "--seed", options.seed]
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     parts += ["--cache", options.cache] if options.cache else []

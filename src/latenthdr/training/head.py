@@ -11,6 +11,13 @@ the ladder in one batched forward. Optional decoded-pixel loss (weight ``pixel_l
 it), linearise, divide by 2^e, and compare with the true frame's radiance estimate in PU21 units, weighted by
 the merge's weight of the true frame (METHOD.md Eq. 9, so only what the merge uses counts). It is reported
 as MSE / 256^2, so 10 log10(1 / loss_px) reads as a PU21-PSNR in dB.
+
+Optional weighting of what the EV-0 frame does not show (``unknown_weight``, default 0): a latent pixel's
+squared error counts 1 + unknown_weight * u, where u is the fraction of its 8-bit EV-0 pixels clipped (any
+channel at the top level; for e < 0) or black (every channel at 0; for e > 0), and the loss is divided by the
+mean weight. These are the only pixels whose radiance the head has to infer rather than re-expose, and the
+only ones the input-preserving blend takes from the head; unweighted, they are a few per cent of the loss
+and the head learns to leave them at the clip level (docs/embedded.md). Needs the cache's anchored HDR.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ class HeadTrainOptions:
     checkpoint_every: int = 100
     pixel_loss: float = 0.0
     pixel_evs_per_scene: int = 2
+    unknown_weight: float = 0.0
     seed: int = 0
     cache: str | None = None
 
@@ -79,8 +87,14 @@ class HeadTrainOptions:
         object.__setattr__(self, "evs", evs)
         loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every",
                                         "pixel_evs_per_scene"))
-        if not self.pixel_loss >= 0:
-            raise InputError("pixel_loss", f"got {self.pixel_loss!r}; accepted: a weight >= 0")
+        for name in ("pixel_loss", "unknown_weight"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
+
+    @property
+    def needs_hdr(self) -> bool:
+        """Whether the training cache must keep each sample's anchored HDR (pixel loss, unknown weighting)."""
+        return self.pixel_loss > 0 or self.unknown_weight > 0
 
     def loop_config(self) -> loop.LoopConfig:
         return loop.loop_config_of(self)
@@ -107,11 +121,14 @@ class HeadStep:
     """The training step: batch of step ``step`` from the train cache -> L_ev (+ pixel loss)."""
 
     def __init__(self, cache: data.LatentCache, batch_size: int, seed: int, pixel_loss: float = 0.0,
-                 codec=None, pixel_evs_per_scene: int = 2):
+                 codec=None, pixel_evs_per_scene: int = 2, unknown_weight: float = 0.0):
         if pixel_loss > 0 and (codec is None or cache.groups[0].hdr is None):
             raise InputError("pixel_loss", "a pixel loss needs the codec and a cache built with keep_hdr=True")
+        if unknown_weight > 0 and cache.groups[0].hdr is None:
+            raise InputError("unknown_weight", "needs a cache built with keep_hdr=True")
         self.cache, self.batch_size, self.seed = cache, batch_size, seed
         self.pixel_loss, self.codec, self.pixel_evs = pixel_loss, codec, pixel_evs_per_scene
+        self.unknown_weight = unknown_weight
         self.evs = torch.tensor(cache.evs, dtype=torch.float32)
 
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
@@ -120,7 +137,11 @@ class HeadStep:
         z0 = group.z0[rows].to(device, torch.float32)  # [B, C, h, w]
         z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
         z_hat = model(z0, self.evs.to(device), panorama=group.panorama)  # [B, K, C, h, w]
-        loss_ev = (z_hat - z).square().mean()  # METHOD.md Eq. 4, per latent element
+        if self.unknown_weight > 0:
+            w = unknown_weights(group.hdr[rows].to(device), self.evs.to(device), z.shape[-2:], self.unknown_weight)
+            loss_ev = (w * (z_hat - z).square()).mean() / w.mean()
+        else:
+            loss_ev = (z_hat - z).square().mean()  # METHOD.md Eq. 4, per latent element
         scalars = {"loss_ev": loss_ev.item()}
         if self.pixel_loss <= 0:
             return loss_ev, scalars
@@ -144,6 +165,23 @@ class HeadStep:
         V = metrics.pu21_encode(response.decode(y, data.CURVE) / gain * NITS_AT_CLIP)
         se = (V_hat - V).square().mean(dim=-3)  # [B, m, H, W]
         return ((w * se).sum() / w.sum().clamp_min(1.0) / metrics.PU21_PEAK**2).float()
+
+
+def unknown_weights(H: torch.Tensor, evs: torch.Tensor, latent_size, weight: float) -> torch.Tensor:
+    """Per-latent-pixel loss weights (module docstring): H [B, 3, H, W] anchored linear HDR, evs [K] stops,
+    latent_size (h, w) -> [B, K, 1, h, w] float32 = 1 + weight * (clipped fraction for e < 0, black fraction
+    for e > 0) of the 8-bit EV-0 frame's pixels under each latent pixel (1 for e = 0)."""
+    import torch.nn.functional as F
+
+    from latenthdr import response
+
+    y0 = response.quantize(response.encode(H.float(), data.CURVE), data.BITS)  # [B, 3, H, W] the EV-0 frame
+    clipped = (y0 >= 254.5 / 255).any(dim=1, keepdim=True).float()
+    black = (y0 <= 0.5 / 255).all(dim=1, keepdim=True).float()
+    clipped, black = (F.adaptive_avg_pool2d(m, tuple(latent_size)) for m in (clipped, black))  # [B, 1, h, w]
+    e = evs.float()[None, :, None, None, None]  # [1, K, 1, 1, 1]
+    unknown = torch.where(e < 0, clipped[:, None], torch.where(e > 0, black[:, None], torch.zeros_like(e)))
+    return 1.0 + weight * unknown
 
 
 class HeadValidator:
@@ -280,7 +318,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     if not acc.is_main_process:
         caches, build_s = _open_caches(options, run_dir), {}
     step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
-                       options.pixel_evs_per_scene)
+                       options.pixel_evs_per_scene, options.unknown_weight)
     validator = None if caches.get("val") is None else HeadValidator(
         caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
@@ -330,7 +368,7 @@ def _check_resumable(run_dir: Path, options: HeadTrainOptions) -> None:
 def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bool, progress: bool):
     root = Path(options.cache) if options.cache else run_dir / "cache"
     caches, build_s = {}, {}
-    jobs = [("train", options.data, options.samples, options.pixel_loss > 0)]
+    jobs = [("train", options.data, options.samples, options.needs_hdr)]
     if options.val is not None and options.val_samples > 0:
         jobs.append(("val", options.val, options.val_samples, True))
     for name, folder, n, keep_hdr in jobs:
