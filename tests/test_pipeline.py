@@ -87,6 +87,23 @@ def test_wrong_space_head_and_bad_images_are_refused(codec, pipe):
         pipe(ldr_image(), evs=EVS, panorama="sometimes")
 
 
+def test_head_precision_bfloat16_stays_close_to_float32(codec):
+    torch.manual_seed(1)
+    head = identity_head(codec)
+    for parameter in head.parameters():  # a head that is not the identity
+        parameter.data.normal_(0.0, 0.05)
+    z0 = torch.randn(2, codec.latent_channels, 4, 8)
+    fp32 = LatentHDRPipeline(codec, head, head_precision="float32")
+    bf16 = LatentHDRPipeline(codec, head, head_precision="bfloat16")
+    a, b = fp32.expose(z0, EVS, False), bf16.expose(z0, EVS, False)
+    assert a.dtype == b.dtype == torch.float32 and not torch.equal(a, b)
+    assert (a - b).square().mean() < 1e-3 * (a - z0[:, None]).square().mean()
+    assert fp32.describe()["head_precision"] == "float32" and bf16.describe()["head_precision"] == "bfloat16"
+    assert LatentHDRPipeline(codec, head).describe()["head_precision"] in ("float32", "bfloat16")  # "auto"
+    with pytest.raises(InputError, match="head_precision"):
+        LatentHDRPipeline(codec, head, head_precision="fp8")
+
+
 # --- the convert command ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory, codec):
@@ -118,6 +135,7 @@ def test_convert_writes_exr_previews_and_sidecar(model_files, tmp_path, capsys):
     image = io.read_hdr(out)
     assert image.pixels.shape == (40, 80, 3)
     assert io.exr_metadata(image.header)["space"] == sidecar["models"]["space"]
+    assert sidecar["models"]["head_precision"] in ("float32", "bfloat16")
     code, _, err = run(capsys, "convert", src, "-o", out, "--codec", model_files / "vae",
                        "--head", model_files / "head.safetensors")
     assert code == 2 and "--overwrite" in err

@@ -64,7 +64,6 @@ def load_references(data: str, width: int, limit: int):
 def run_l2h(args) -> int:
     from latenthdr import exposure, io
     from latenthdr.bench import l2h
-    from latenthdr.models import registry
     from latenthdr.pipeline import LatentHDRPipeline
 
     clips = _clip_fractions(args.clip)
@@ -93,7 +92,7 @@ def run_l2h(args) -> int:
     rows = l2h.run(cases, evs, {"head": method(False), "head+blend": method(True)},
                    progress=lambda case: print(f"  {case.name} @ {case.clip_fraction:.0%}", file=sys.stderr))
     table = l2h.summarise(rows)
-    report = {"evs": list(evs), "models": registry.describe(pipe.codec, args.head), "width": args.width,
+    report = {"evs": list(evs), "models": pipe.describe(args.head), "width": args.width,
               "summary": table, "rows": rows, "pipeline_seconds": timings,
               "wall_seconds": time.perf_counter() - started}
     report = _finite_or_none(report)

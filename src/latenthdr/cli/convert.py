@@ -53,7 +53,6 @@ def load_input(path: str, input_curve: str):
 
 def run_convert(args) -> int:
     from latenthdr import exposure, io, metrics, tonemap
-    from latenthdr.models import registry
     from latenthdr.pipeline import LatentHDRPipeline
 
     started = time.perf_counter()
@@ -69,7 +68,7 @@ def run_convert(args) -> int:
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=args.blend)
     hdr = out.hdr[0]
     t0 = time.perf_counter()
-    models = registry.describe(pipe.codec, args.head)
+    models = pipe.describe(args.head)
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
               "panorama": out.panorama, "blend": args.blend, "models": models, "plow": out.plow[0],
               "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:])}

@@ -33,7 +33,6 @@ def run_demo(args) -> int:
     from latenthdr import exposure, io, metrics, scenes, tonemap
     from latenthdr.bench import l2h
     from latenthdr.errors import InputError
-    from latenthdr.models import registry
     from latenthdr.pipeline import LatentHDRPipeline
 
     started = time.perf_counter()
@@ -64,7 +63,7 @@ def run_demo(args) -> int:
     timings = {**result.timings, "write": time.perf_counter() - t0}
     report = {
         "outputs": {name: str(path) for name, path in paths.items()},
-        "models": registry.describe(pipe.codec, args.head),
+        "models": pipe.describe(args.head),
         "evs": list(evs), "plow": result.plow[0], "phigh": result.phigh[0],
         "stops": {"truth": metrics.stops(case.ref), "hdr": metrics.stops(hdr),
                   "photo": metrics.stops(l2h.linearised_input(case.ldr, evs))},

@@ -242,9 +242,8 @@ def _describe(item: Item) -> dict:
 
 
 def _models(pipe, args, scene: str) -> dict:
-    from latenthdr.models import registry
 
-    described = registry.describe(pipe.codec, args.head)
+    described = pipe.describe(args.head)
     source = pipe.scene_source
     described["scene_source"] = {"kind": "backbone" if args.backbone else "embedded-prior", "spec": scene,
                                  "class": type(source).__name__}
