@@ -112,24 +112,26 @@ HEAD_PRESETS: dict[str, dict] = {
 }
 
 
-def _pad(x: torch.Tensor, p: int, circular: bool) -> torch.Tensor:
-    """Pad H and W by p: zeros, or circular along W (panorama longitude) with zeros along H (poles)."""
-    if not p:
-        return x
-    if circular:
-        columns = torch.arange(-p, x.shape[-1] + p, device=x.device) % x.shape[-1]  # wraps any number of times
-        return F.pad(x[..., columns], (0, 0, p, p))
-    return F.pad(x, (p, p, p, p))
+def _wrap(x: torch.Tensor, p: int) -> torch.Tensor:
+    """Pad W by p circularly (panorama longitude)."""
+    width = x.shape[-1]
+    if p <= width:  # slices: a gather (below) cost a fifth of the head's time on CPU
+        return torch.cat([x[..., width - p:], x, x[..., :p]], dim=-1)
+    return x[..., torch.arange(-p, width + p, device=x.device) % width]  # a narrow latent wraps more than once
 
 
 class Conv(nn.Conv2d):
-    """A conv whose padding mode is chosen per call (``circular``); padding=0 inside."""
+    """A conv whose padding is chosen per call: zeros, or (``circular``) circular along W (panorama longitude)
+    with zeros along H (the poles)."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3, stride: int = 1):
         super().__init__(c_in, c_out, kernel_size, stride=stride, padding=0)
 
     def forward(self, x: torch.Tensor, circular: bool = False) -> torch.Tensor:
-        return super().forward(_pad(x, self.kernel_size[0] // 2, circular))
+        p = self.kernel_size[0] // 2
+        if circular and p:
+            x = _wrap(x, p)
+        return F.conv2d(x, self.weight, self.bias, self.stride, (p, 0) if circular else (p, p))
 
 
 class Norm(nn.GroupNorm):
