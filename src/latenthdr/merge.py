@@ -136,30 +136,42 @@ def merge_bracket(
         linearise = lambda v: apply_response_lut(v, lut)  # noqa: E731
     else:
         response.check_curve(curve)
-        linearise = lambda v: response.decode(v, curve)  # noqa: E731
+        linearise = curve
     return _merge_frames(y, evs, linearise, low, high, compute_dtype)
 
 
 def _merge_frames(y, evs, linearise, low, high, compute_dtype) -> MergeResult:
-    """Eq. 9 over validated frames; ``evs`` need not be unique here (calibrated frames may share an EV)."""
-    floor_value = linearise(torch.full((3, 1, 1), FLOOR_DISPLAY, dtype=compute_dtype)).min().item()
-    floor_value = max(floor_value, 1e-12)  # a LUT may map its lowest codes to 0
-
+    """Eq. 9 over validated frames; ``evs`` need not be unique here (calibrated frames may share an EV).
+    ``linearise``: a display curve name (its log is taken in closed form where it has one) or a callable."""
+    log_linear = _log_linearise(linearise, compute_dtype)
     k_min, k_max = int(np.argmin(evs)), int(np.argmax(evs))
     num = den = log_r_darkest = log_r_brightest = saturated = None
     for k, e in enumerate(evs):
         y_e = y[..., k, :, :, :].to(compute_dtype)  # [..., 3, H, W]
-        # log R_e = log x_e - e ln 2, with x_e floored so black channels stay finite
-        log_r = torch.log(linearise(y_e).clamp_min(floor_value)) - e * math.log(2.0)
-        valid = ((y_e > low) & (y_e < high)).all(dim=-3)  # [..., H, W]
-        w = hat_weight(y_e.mean(dim=-3)) * valid
+        log_r = log_linear(y_e) - e * math.log(2.0)  # log R_e = log x_e - e ln 2
+        valid = (y_e.amin(dim=-3) > low) & (y_e.amax(dim=-3) < high)  # every channel inside: [..., H, W]
+        m = y_e.mean(dim=-3)
+        w = hat_weight(m) * valid
         num = w.unsqueeze(-3) * log_r if num is None else num + w.unsqueeze(-3) * log_r
         den = w if den is None else den + w
         if k == k_min:
-            log_r_darkest, saturated = log_r, y_e.mean(dim=-3) >= SATURATED_MEAN
+            log_r_darkest, saturated = log_r, m >= SATURATED_MEAN
         if k == k_max:
             log_r_brightest = log_r
     return _finish(num, den, log_r_darkest, log_r_brightest, saturated)
+
+
+def _log_linearise(linearise, compute_dtype):
+    """v -> log x, with x floored at the linear value of half an 8-bit code (``FLOOR_DISPLAY``) so black channels
+    stay finite. For gamma 2.2, log x = 2.2 log max(v, FLOOR_DISPLAY): the same numbers without a pow."""
+    if linearise == "gamma2.2":
+        return lambda v: response.GAMMA * torch.log(v.clamp_min(FLOOR_DISPLAY))
+    if isinstance(linearise, str):
+        curve = linearise
+        linearise = lambda v: response.decode(v, curve)  # noqa: E731
+    floor_value = linearise(torch.full((3, 1, 1), FLOOR_DISPLAY, dtype=compute_dtype)).min().item()
+    floor_value = max(floor_value, 1e-12)  # a LUT may map its lowest codes to 0
+    return lambda v: torch.log(linearise(v).clamp_min(floor_value))
 
 
 def _finish(num, den, log_r_darkest, log_r_brightest, saturated) -> MergeResult:
@@ -377,7 +389,7 @@ def _merge_one_with_input(image, y, evs, curve, low, high, knees) -> MergeResult
     """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W] (sums in float32)."""
     gains = calibration_gains(image, y, evs, curve, low, high)
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
-    pred = _merge_frames(y, shifted, lambda v: response.decode(v, curve), low, high, torch.float32)
+    pred = _merge_frames(y, shifted, curve, low, high, torch.float32)
     image = image.float()
     r_in = response.decode(image, curve)
     alpha = torch.zeros_like(image[0:1])  # [1, H, W]
