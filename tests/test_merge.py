@@ -302,3 +302,14 @@ def test_frobisher_merges_to_finite_positive_float32(frobisher, kind):
         x_ref = merge.apply_response_lut(frames[1], lut)
         mid = (frames[1] > 0.2) & (frames[1] < 0.8)
         assert (result.hdr[mid] / x_ref[mid]).median().item() == pytest.approx(1.0, rel=0.03)
+
+
+def test_debevec_leaves_no_matplotlib_stand_ins_behind():
+    """colour mocks matplotlib when it is absent; diffusers (imported later in the same process) must still work."""
+    import importlib.util
+    import sys
+    from unittest import mock
+
+    merge._import_colour_hdri()
+    assert not any(isinstance(m, mock.Mock) for m in list(sys.modules.values()))
+    importlib.util.find_spec("matplotlib")  # raised "matplotlib.__spec__ is not set" with the stand-ins in place

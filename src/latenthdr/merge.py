@@ -238,6 +238,24 @@ def exposure_times_to_evs(
     return [math.log2(t / reference_time_s) for t in times], float(reference_time_s)
 
 
+def _import_colour_hdri():
+    """colour_hdri, imported without side effects on the process: where matplotlib is absent, colour puts
+    MagicMock stand-ins for it in ``sys.modules`` (and warns). Those would break every later import that probes
+    matplotlib, diffusers' among them (``matplotlib.__spec__ is not set``), so the stand-ins are taken out
+    again once colour has bound them."""
+    import sys
+    from unittest import mock
+
+    before = set(sys.modules)
+    with warnings.catch_warnings():  # colour warns at import that matplotlib (plotting only) is absent
+        warnings.simplefilter("ignore")
+        import colour_hdri  # heavy; only recover_response_debevec needs it
+    for name in set(sys.modules) - before:
+        if isinstance(sys.modules[name], mock.Mock):
+            del sys.modules[name]
+    return colour_hdri
+
+
 def recover_response_debevec(
     frames,
     exposure_times_s: Sequence[float],
@@ -257,9 +275,7 @@ def recover_response_debevec(
     recovered curve is defined only up to one scale per channel; fixing each at code 255 keeps clipped white
     neutral (Debevec's solve leaves white balance to the caller).
     """
-    with warnings.catch_warnings():  # colour warns at import that matplotlib (plotting only) is absent
-        warnings.simplefilter("ignore")
-        import colour_hdri  # heavy; only this function needs it
+    colour_hdri = _import_colour_hdri()
 
     y = stack_frames(frames)
     exposure_times_to_evs(exposure_times_s)  # validates the times
@@ -357,7 +373,7 @@ def merge_with_input(
     low: float = 0.02,
     high: float = 0.98,
     knee_high: float = 0.1,
-    knee_low: float = 0.1,
+    knee_low: float = 0.0,
 ) -> MergeResult:
     """Input-preserving image-to-HDR merge (METHOD.md "v1" post-process, as LEDiff / HDRCNN, with calibration).
 
