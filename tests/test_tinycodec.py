@@ -288,8 +288,11 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(folders, tmp_path):
     assert tc.load_embedded_codec(tuned.codec_path).space == tc.load_embedded_codec(start.codec_path).space
     with pytest.raises(InputError, match="init"):
         _options(folders, train_encoder=False)
-    with pytest.raises(InputError, match="init"):
-        _options(folders, init=str(start.codec_path), name="other")
+    with pytest.raises(InputError, match="name"):
+        _options(folders, init=str(start.codec_path), train_encoder=False, name="other")
+    with pytest.raises(InputError, match="new name"):
+        _options(folders, init=str(start.codec_path))  # a trained encoder is a new latent space
+    assert _options(folders, init=str(start.codec_path), name="test-2").codec_config().space == "latenthdr-test-2"
     with pytest.raises(InputError, match="latent_noise"):
         _options(folders, latent_noise=-1.0)
 

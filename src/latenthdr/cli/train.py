@@ -186,8 +186,8 @@ def _register_codec(models) -> None:
     p.add_argument("--minutes", type=float, help="wall-time limit in minutes (cumulative over resumes)")
     p.add_argument("--pu21-loss", type=float, default=1.0, help="weight of the PU21 L1 loss (default 1)")
     p.add_argument("--l2-loss", type=float, default=0.0, help="weight of the display L2 loss (default 0)")
-    p.add_argument("--init", metavar="CODEC_FILE", help="start from this trained codec: its architecture and name (--preset is then "
-                                                        "unused; --latent-channels and --name are refused)")
+    p.add_argument("--init", metavar="CODEC_FILE", help="start from this trained codec and its architecture (--preset is then unused); "
+                                                        "with --decoder-only it keeps its name, else give a new --name")
     p.add_argument("--decoder-only", action="store_true",
                    help="with --init: train only the decoder; the encoder, the latent statistics and so the "
                         "latent space (and its heads and prior) stay exactly as they were")

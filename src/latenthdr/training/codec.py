@@ -64,10 +64,11 @@ class CodecTrainOptions:
     data/val: folders of HDR panoramas (val may be None). preset/latent_channels/name: the architecture
     (tinycodec.CODEC_PRESETS; the overrides replace the preset's). evs: the ladder frames are drawn from.
     samples: size of the spec pool. evs_per_sample: frames kept per spec. batch_size: specs per step.
-    val_crops: fixed 256x256 val crops (all EVs of each). init / train_encoder / latent_noise: decoder
-    fine-tuning (module docstring); with ``init`` the architecture and name are the init file's. bf16: run the network under bfloat16 autocast
-    (weights, optimizer and losses stay float32; about 2x faster on CPUs with AVX512-BF16, measured in
-    docs/codec.md). Other fields: see the module docstring and LoopConfig.
+    val_crops: fixed 256x256 val crops (all EVs of each). init / train_encoder / latent_noise: start from a
+    trained codec file (its architecture), e.g. for decoder fine-tuning (module docstring); a frozen encoder
+    keeps the init's name, a trained one changes the latent space and so needs a new ``name``. bf16: run the
+    network under bfloat16 autocast (weights, optimizer and losses stay float32; about 2x faster on CPUs with
+    AVX512-BF16, measured in docs/codec.md). Other fields: see the module docstring and LoopConfig.
     """
 
     data: str
@@ -113,16 +114,24 @@ class CodecTrainOptions:
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
         if not self.train_encoder and self.init is None:
             raise InputError("train_encoder", "a frozen encoder needs init: the trained codec to fine-tune")
-        if self.init is not None and (self.latent_channels is not None or self.name is not None):
-            raise InputError("init", "the architecture and name come from the init codec; drop latent_channels "
-                                     "and name")
-        self.codec_config()  # validates preset / overrides / the init file
+        if self.init is not None and self.latent_channels is not None:
+            raise InputError("init", "the architecture comes from the init codec; drop latent_channels")
+        if self.init is not None and not self.train_encoder and self.name is not None:
+            raise InputError("name", "a decoder fine-tune keeps the init's latent space and so its name; drop name")
+        config = self.codec_config()  # validates preset / overrides / the init file
+        if self.init is not None and self.train_encoder:
+            from latenthdr.models.tinycodec import read_codec_config
+
+            if self.name is None or self.name == read_codec_config(self.init).name:
+                raise InputError("name", f"training the encoder of {self.init} changes its latent space "
+                                         f"({config.space!r}): give the result a new name")
 
     def codec_config(self):
         from latenthdr.models.tinycodec import TinyCodecConfig, read_codec_config
 
         if self.init is not None:
-            return read_codec_config(self.init)
+            config = read_codec_config(self.init)
+            return TinyCodecConfig.from_dict({**config.to_dict(), "name": self.name or config.name})
         overrides = {k: v for k, v in (("latent_channels", self.latent_channels), ("name", self.name)) if v is not None}
         return TinyCodecConfig.from_preset(self.preset, **overrides)
 
