@@ -146,7 +146,7 @@ class LatentHDRPipeline:
         run per EV (``ev=e``) from the same generator state, no head. source_options: passed to the source's
         ``generate`` (num_inference_steps, guidance_scale). Timings: text_encoding, diffusion, head, decode, merge.
         """
-        source = self._require_scene_source(multipass)
+        self._require_scene_source(multipass)  # a clear error before any work
         evs = exposure.parse_ev_ladder(evs)
         height, width = _output_size(height, width, bool(panorama))
         timings = {"text_encoding": 0.0, "diffusion": 0.0, "head": 0.0}

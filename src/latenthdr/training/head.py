@@ -340,7 +340,7 @@ def _prepare_run_dir(run_dir: Path, options: HeadTrainOptions, resume: bool, ove
     if resume and overwrite:
         raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
     if resume:
-        _check_resumable(run_dir, options)
+        loop.check_resumable(run_dir, options, RESUMABLE_CHANGES)
         return
     existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
     if existing and not overwrite:
@@ -349,20 +349,6 @@ def _prepare_run_dir(run_dir: Path, options: HeadTrainOptions, resume: bool, ove
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _check_resumable(run_dir: Path, options: HeadTrainOptions) -> None:
-    import json
-
-    config_path = run_dir / "config.json"
-    if not config_path.is_file() or loop.Checkpointer(run_dir / "checkpoints").latest() is None:
-        raise InputError("--resume", f"{run_dir}: no run to resume (config.json and a checkpoint are needed)")
-    saved = json.loads(config_path.read_text())["options"]
-    now = json.loads(json.dumps(options.to_dict()))
-    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-    if differ:
-        raise InputError("--resume", f"{run_dir} was started with other options ({', '.join(differ)} differ); "
-                                     f"resume with the same ones (only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
 def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bool, progress: bool):

@@ -103,6 +103,24 @@ def loop_config_of(options) -> LoopConfig:
                       checkpoint_every_steps=options.checkpoint_every)
 
 
+def check_resumable(run_dir: Path, options, resumable: tuple[str, ...]) -> None:
+    """Refuse ``--resume`` of RUN_DIR unless it has config.json and a checkpoint and was started with the same
+    options as ``options`` (a training options dataclass) up to the ``resumable`` ones, which change no weight.
+    An option that the saved run does not record (added to the job since) counts as its default value."""
+    import dataclasses
+
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file() or Checkpointer(Path(run_dir) / "checkpoints").latest() is None:
+        raise InputError("--resume", f"{run_dir}: no run to resume (config.json and a checkpoint are needed)")
+    defaults = {f.name: f.default for f in dataclasses.fields(options) if f.default is not dataclasses.MISSING}
+    saved = {**json.loads(json.dumps(defaults)), **json.loads(config_path.read_text())["options"]}
+    now = json.loads(json.dumps(options.to_dict()))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in resumable)
+    if differ:
+        raise InputError("--resume", f"{run_dir} was started with other options ({', '.join(differ)} differ); "
+                                     f"resume with the same ones (only {', '.join(resumable)} may change)")
+
+
 def set_seed(seed: int) -> None:
     """Seed Python, numpy and torch (all devices) global generators."""
     random.seed(seed)

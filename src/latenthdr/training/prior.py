@@ -352,14 +352,7 @@ def _prepare_run_dir(run_dir: Path, options: PriorTrainOptions, resume: bool, ov
     if resume and overwrite:
         raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
     if resume:
-        config_path = run_dir / "config.json"
-        if not config_path.is_file() or loop.Checkpointer(run_dir / "checkpoints").latest() is None:
-            raise InputError("--resume", f"{run_dir}: no run to resume (config.json and a checkpoint are needed)")
-        saved = json.loads(config_path.read_text())["options"]
-        now = json.loads(json.dumps(options.to_dict()))
-        differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
-        if differ:
-            raise InputError("--resume", f"{run_dir} was started with other options ({', '.join(differ)} differ)")
+        loop.check_resumable(run_dir, options, RESUMABLE_CHANGES)
         return
     if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
         raise OutputExistsError(run_dir)
