@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.errors import InputError
 from latenthdr.training import data, loop
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "codec.safetensors", "codec-f16.safetensors",
@@ -295,7 +295,7 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:
-        _prepare_run_dir(run_dir, options, resume, overwrite)
+        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     command = command or shlex.join(sys.argv)
     codec_config = options.codec_config()
@@ -332,22 +332,6 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
                       overwrite=True)
     return CodecTrainResult(run_dir, paths[0], paths[1], result.step, result.elapsed_s, result.stopped_by, final,
                             final_f16)
-
-
-def _prepare_run_dir(run_dir: Path, options: CodecTrainOptions, resume: bool, overwrite: bool) -> None:
-    import shutil
-
-    if resume and overwrite:
-        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
-    if resume:
-        loop.check_resumable(run_dir, options, RESUMABLE_CHANGES)
-        return
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(run_dir)
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _finite(record):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.errors import InputError
 from latenthdr.training import data, loop
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "head.safetensors", "val_curve.json")
@@ -302,7 +302,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:  # data-parallel processes wait while the main one prepares the folder and caches
-        _prepare_run_dir(run_dir, options, resume, overwrite)
+        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     command = command or shlex.join(sys.argv)
@@ -332,23 +332,6 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
         save_head(result.ema.to("cpu"), head_path, extra_metadata=metadata)
         io.write_json(run_dir / "val_curve.json", [_finite(r) for r in result.history], overwrite=True)
     return HeadTrainResult(run_dir, head_path, result.step, result.elapsed_s, result.stopped_by, final, build_s)
-
-
-def _prepare_run_dir(run_dir: Path, options: HeadTrainOptions, resume: bool, overwrite: bool) -> None:
-    import shutil
-
-    if resume and overwrite:
-        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
-    if resume:
-        loop.check_resumable(run_dir, options, RESUMABLE_CHANGES)
-        return
-    existing = [p for p in run_dir.iterdir()] if run_dir.is_dir() else []
-    if existing and not overwrite:
-        raise OutputExistsError(run_dir)
-    for name in RUN_OUTPUTS:  # only our outputs: a cache inside RUN_DIR is checked by its manifest
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bool, progress: bool):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latenthdr.errors import InputError, LatentHDRError
+from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 CHECKPOINT_GLOB = "step-*.pt"
 
@@ -119,6 +119,26 @@ def check_resumable(run_dir: Path, options, resumable: tuple[str, ...]) -> None:
     if differ:
         raise InputError("--resume", f"{run_dir} was started with other options ({', '.join(differ)} differ); "
                                      f"resume with the same ones (only {', '.join(resumable)} may change)")
+
+
+def prepare_run_dir(run_dir: Path, options, resume: bool, overwrite: bool, outputs: tuple[str, ...],
+                    resumable: tuple[str, ...]) -> None:
+    """Make RUN_DIR ready for a training job: with ``resume``, check that the run can continue with ``options``
+    (:func:`check_resumable`); else refuse a non-empty RUN_DIR unless ``overwrite``, and then remove only the
+    job's own ``outputs`` (a latent cache inside RUN_DIR stays; its manifest decides whether it is reused)."""
+    import shutil
+
+    if resume and overwrite:
+        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
+    if resume:
+        check_resumable(run_dir, options, resumable)
+        return
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(run_dir)
+    for name in outputs:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def set_seed(seed: int) -> None:

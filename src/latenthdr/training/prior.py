@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.errors import InputError
 from latenthdr.exposure import DEFAULT_LADDER, parse_ev_ladder
 from latenthdr.training import data, loop
 
@@ -286,7 +286,7 @@ def train_prior(options: PriorTrainOptions, run_dir: str | Path, *, codec=None, 
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:
-        _prepare_run_dir(run_dir, options, resume, overwrite)
+        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     if text_encoder is None:
@@ -344,20 +344,3 @@ def _build_caches(options: PriorTrainOptions, run_dir: Path, codec, overwrite: b
         out.append((cache, table))
         build_s[name] = round(time.monotonic() - start, 3)
     return out, build_s
-
-
-def _prepare_run_dir(run_dir: Path, options: PriorTrainOptions, resume: bool, overwrite: bool) -> None:
-    import shutil
-
-    if resume and overwrite:
-        raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
-    if resume:
-        loop.check_resumable(run_dir, options, RESUMABLE_CHANGES)
-        return
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise OutputExistsError(run_dir)
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
