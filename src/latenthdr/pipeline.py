@@ -245,9 +245,9 @@ def _resolve_head_precision(precision: str, device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # native bf16 (AVX512-BF16, AMX)
-        except (AttributeError, RuntimeError):
+        try:  # native bfloat16 instructions; oneDNN would emulate bfloat16 on other CPUs, slower than float32
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except (AttributeError, RuntimeError):  # private helpers: absent from some torch builds
             return False
     return False
 
