@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from latenthdr import exposure, io, merge, metrics
+from latenthdr import exposure, io, merge, metrics, photographs
 
 PU21_CHECK = {0.1: 5.7171, 1: 36.5439, 10: 123.6475, 100: 256.3839, 1000: 420.0969, 10000: 595.3939}
 
@@ -40,7 +40,7 @@ def frobisher_ratios(folder: Path) -> list[tuple[str, float, float]]:
     frames = [io.read_ldr(p) for p in sorted(folder.glob("*.jpg"))]
     times = [f.exif["exposure_time_s"] for f in frames]
     y = torch.stack([io.to_tensor(f.pixels) for f in frames]).double()
-    lut = torch.from_numpy(merge.recover_response_debevec(y, times))
+    lut = torch.from_numpy(photographs.recover_response_debevec(y, times))
     x = merge.apply_response_lut(y, lut)
     out = []
     for k in range(len(frames) - 1):

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latenthdr import exposure, merge, response
+from latenthdr import exposure, merge, photographs, response
 from latenthdr.errors import InputError
 
 LADDER = "-7:5:1"
@@ -205,9 +205,9 @@ def test_response_lut_of_the_display_curve_matches_the_curve():
 
 
 def test_photograph_evs_and_bad_photographs():
-    evs, t_ref = merge.exposure_times_to_evs([1 / 8, 1.0, 8.0])
+    evs, t_ref = photographs.exposure_times_to_evs([1 / 8, 1.0, 8.0])
     assert t_ref == 1.0 and evs == [-3.0, 0.0, 3.0]
-    assert merge.exposure_times_to_evs([2.0, 0.5], reference_time_s=0.5)[0] == [2.0, 0.0]
+    assert photographs.exposure_times_to_evs([2.0, 0.5], reference_time_s=0.5)[0] == [2.0, 0.0]
     frame = torch.rand(3, 8, 8)
     cases = [
         (dict(frames=[frame, torch.rand(3, 8, 9)], exposure_times_s=[1, 2]), "frames"),
@@ -218,10 +218,10 @@ def test_photograph_evs_and_bad_photographs():
     ]
     for kwargs, argument in cases:
         with pytest.raises(InputError) as info:
-            merge.merge_photographs(**kwargs)
+            photographs.merge_photographs(**kwargs)
         assert info.value.argument == argument
     with pytest.raises(InputError, match="8x8, 8x9"):
-        merge.merge_photographs([frame, torch.rand(3, 8, 9)], [1, 2])
+        photographs.merge_photographs([frame, torch.rand(3, 8, 9)], [1, 2])
 
 
 def test_debevec_recovers_a_known_gamma_response():
@@ -231,7 +231,7 @@ def test_debevec_recovers_a_known_gamma_response():
     y = exposure.synthesize_bracket(H, [math.log2(t) for t in times], curve="gamma2.2")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # colour's "matplotlib is not installed" notice
-        lut = merge.recover_response_debevec(y, times, samples=300)
+        lut = photographs.recover_response_debevec(y, times, samples=300)
     assert lut.shape == (256, 3) and np.all(np.diff(lut, axis=0) >= 0) and np.allclose(lut[-1], 1.0)
     codes = np.arange(40, 231)
     expected = (codes / 255.0) ** 2.2
@@ -265,7 +265,7 @@ def frobisher(shared_dir):
     frames, times = read_frobisher(shared_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lut = torch.from_numpy(merge.recover_response_debevec(frames, times))
+        lut = torch.from_numpy(photographs.recover_response_debevec(frames, times))
     return frames, times, lut
 
 
@@ -292,7 +292,7 @@ def test_frobisher_merges_to_finite_positive_float32(frobisher, kind):
     frames, times, lut = frobisher
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = merge.merge_photographs(frames, times, curve="srgb", response=kind)
+        result = photographs.merge_photographs(frames, times, curve="srgb", response=kind)
     assert result.hdr.shape == (3, 426, 640) and result.hdr.dtype == torch.float32
     assert torch.isfinite(result.hdr).all() and (result.hdr > 0).all()
     # The window is clipped even at 1/8 s (measured: phigh 4.7%, plow 0.01%): counted, finite, not 1.0.
@@ -310,6 +310,6 @@ def test_debevec_leaves_no_matplotlib_stand_ins_behind():
     import sys
     from unittest import mock
 
-    merge._import_colour_hdri()
+    photographs._import_colour_hdri()
     assert not any(isinstance(m, mock.Mock) for m in list(sys.modules.values()))
     importlib.util.find_spec("matplotlib")  # raised "matplotlib.__spec__ is not set" with the stand-ins in place

@@ -126,7 +126,7 @@ def _merge_bracket_dir(args):
 def _merge_photographs(args):
     import torch
 
-    from latenthdr import io, merge
+    from latenthdr import io, photographs
     from latenthdr.errors import InputError
 
     if len(args.inputs) < 2:
@@ -149,9 +149,9 @@ def _merge_photographs(args):
     frames = torch.stack([io.to_tensor(im.pixels) for im in images])
     curve = "srgb" if args.response == "debevec" else args.response
     response = "debevec" if args.response == "debevec" else "curve"
-    lut = merge.recover_response_debevec(frames, times) if response == "debevec" else None
-    result = merge.merge_photographs(frames, times, curve=curve, response=response, response_lut=lut)
-    evs, reference_time_s = merge.exposure_times_to_evs(times)
+    lut = photographs.recover_response_debevec(frames, times) if response == "debevec" else None
+    result = photographs.merge_photographs(frames, times, curve=curve, response=response, response_lut=lut)
+    evs, reference_time_s = photographs.exposure_times_to_evs(times)
     return result, {"exposure_times_s": times, "response": args.response, "evs": evs,
                     "reference_time_s": reference_time_s,
                     "response_lut": None if lut is None else [[round(float(v), 7) for v in row] for row in lut],
