@@ -328,9 +328,9 @@ def test_training_runs_resumes_identically_and_saves_a_loadable_prior(tmp_path):
     part = train_prior(PriorTrainOptions(steps=4, **common), tmp_path / "part", codec=codec, text_encoder=StubText())
     assert full.steps == 4 and full.final_val["val_loss"] > 0 and "text_gain" in full.final_val
     # an interrupted run (stopped at step 2 by deleting later checkpoints) resumes to the same weights
-    from latenthdr.training import loop
+    from latenthdr.training import rundir
 
-    ckpts = loop.Checkpointer(tmp_path / "part" / "checkpoints")
+    ckpts = rundir.Checkpointer(tmp_path / "part" / "checkpoints")
     for path in ckpts.paths()[1:]:
         path.unlink()
     resumed = train_prior(PriorTrainOptions(steps=4, **common), tmp_path / "part", codec=codec,

@@ -369,13 +369,13 @@ def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bri
 
 def test_resume_accepts_a_run_saved_before_an_option_existed(tmp_path):
     """A run whose config.json predates an option (here unknown_weight) resumes when the option has its default."""
-    from latenthdr.training import loop
+    from latenthdr.training import rundir
 
     options = th.HeadTrainOptions(codec="embedded", data=".")
     saved = {k: v for k, v in json.loads(json.dumps(options.to_dict())).items() if k != "unknown_weight"}
     (tmp_path / "config.json").write_text(json.dumps({"options": saved}))
-    loop.Checkpointer(tmp_path / "checkpoints").save(1, {"step": 1})
-    loop.check_resumable(tmp_path, options, th.RESUMABLE_CHANGES)  # no error
+    rundir.Checkpointer(tmp_path / "checkpoints").save(1, {"step": 1})
+    rundir.check_resumable(tmp_path, options, th.RESUMABLE_CHANGES)  # no error
     with pytest.raises(InputError, match="unknown_weight"):
-        loop.check_resumable(tmp_path, th.HeadTrainOptions(codec="embedded", data=".", unknown_weight=2.0),
+        rundir.check_resumable(tmp_path, th.HeadTrainOptions(codec="embedded", data=".", unknown_weight=2.0),
                              th.RESUMABLE_CHANGES)

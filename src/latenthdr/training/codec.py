@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from latenthdr.errors import InputError
-from latenthdr.training import data, loop
+from latenthdr.training import data, loop, rundir
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "codec.safetensors", "codec-f16.safetensors",
                "val_curve.json")
@@ -295,7 +295,7 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:
-        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
+        rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     command = command or shlex.join(sys.argv)
     codec_config = options.codec_config()

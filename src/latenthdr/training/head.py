@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from latenthdr.errors import InputError
-from latenthdr.training import data, loop
+from latenthdr.training import data, loop, rundir
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "head.safetensors", "val_curve.json")
 NITS_AT_CLIP = 100.0  # pixel loss: cd/m2 given to the EV-0 clip level (1.0) before PU21 encoding
@@ -302,7 +302,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:  # data-parallel processes wait while the main one prepares the folder and caches
-        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
+        rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     command = command or shlex.join(sys.argv)

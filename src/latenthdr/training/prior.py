@@ -29,7 +29,7 @@ import torch
 
 from latenthdr.errors import InputError
 from latenthdr.exposure import DEFAULT_LADDER, parse_ev_ladder
-from latenthdr.training import data, loop
+from latenthdr.training import data, loop, rundir
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "prior.safetensors", "prior-f16.safetensors",
                "val_curve.json")
@@ -286,7 +286,7 @@ def train_prior(options: PriorTrainOptions, run_dir: str | Path, *, codec=None, 
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
     if acc.is_main_process:
-        loop.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
+        rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
     codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     if text_encoder is None:
