@@ -257,6 +257,7 @@ def build_latent_cache(hdr_dir: str | Path, codec, evs, n_samples: int, out_dir:
     with ``rebuild=True``; it is never mixed. A cache with HDR serves a request without it.
     """
     from latenthdr import exposure
+    from latenthdr.models.registry import sha256_of  # content, not mtime: a re-copied dataset keeps its cache
 
     evs = exposure.parse_ev_ladder(evs, "evs")
     sampling.check_multiple(codec.downscale)
@@ -264,7 +265,7 @@ def build_latent_cache(hdr_dir: str | Path, codec, evs, n_samples: int, out_dir:
     identity = {"format": CACHE_FORMAT, "codec_space": codec.space, "latent_channels": codec.latent_channels,
                 "downscale": codec.downscale, "evs": list(evs), "curve": CURVE, "bits": BITS, "seed": int(seed),
                 "n_samples": int(n_samples), "sampling": asdict(sampling), "keep_hdr": bool(keep_hdr),
-                "sources": [{"name": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files]}
+                "sources": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in files]}
     identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back from disk
     out_dir = Path(out_dir)
     manifest = _existing_manifest(out_dir, identity, rebuild)
@@ -279,17 +280,6 @@ def build_latent_cache(hdr_dir: str | Path, codec, evs, n_samples: int, out_dir:
         manifest.update(complete=True, build_s=round(time.monotonic() - start, 3))
         _write_json(out_dir / MANIFEST, manifest)
     return open_latent_cache(out_dir)
-
-
-def _sha256(path: Path) -> str:
-    """Content hash of a source file: a copied or touched file (new mtime, same bytes) keeps its cache."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _existing_manifest(out_dir: Path, identity: dict, rebuild: bool) -> dict | None:
