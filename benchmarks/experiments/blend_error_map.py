@@ -4,7 +4,7 @@
 """
 import torch
 torch.set_num_threads(1)
-from latenthdr import io, metrics, merge, response
+from latenthdr import io, metrics, merge
 from latenthdr.bench import l2h
 from latenthdr.pipeline import LatentHDRPipeline
 H = io.to_tensor(io.read_hdr('../shared/data/hdri/val/leadenhall_market_1k.hdr').pixels)
