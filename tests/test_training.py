@@ -7,6 +7,7 @@ synthetic 128x64 HDR panoramas written as Radiance files, with 16x16 crops and 3
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -282,6 +283,27 @@ def test_resume_after_a_crash_gives_the_same_weights(folders, codec, tmp_path, m
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("elapsed_s", "val_s")} for r in rs]  # noqa: E731
     curves = [json.loads((tmp_path / d / "val_curve.json").read_text()) for d in ("a", "b")]
     assert strip(curves[0]) == strip(curves[1])
+
+
+def test_select_best_ships_the_weights_of_the_best_validation(folders, codec, tmp_path):
+    from latenthdr.models.head import load_head, read_head_metadata
+
+    opts = _options(folders, steps=12, val_every=3, merged_every=4, cache=str(tmp_path / "cache"))
+    last = th.train_head(opts, tmp_path / "last", codec=codec, command="test")
+    best = th.train_head(dataclasses.replace(opts, select="best"), tmp_path / "best", codec=codec, command="test")
+    curve = json.loads((tmp_path / "best" / "val_curve.json").read_text())
+    ratios = {r["step"]: r["identity_over_head"] for r in curve}
+    assert best.selected_step == max(ratios, key=ratios.get) and last.selected_step == 12
+    assert best.final_val["identity_over_head"] == pytest.approx(max(ratios.values()))
+    assert json.loads(read_head_metadata(best.head_path)["selected_step"]) == best.selected_step
+    # the shipped weights reproduce the selected validation's latent error
+    cache = data.open_latent_cache(tmp_path / "cache" / "val")
+    metrics = th.latent_metrics(load_head(best.head_path, expected_space="tiny-test"), cache, 4)
+    assert metrics["latent_mse"] == pytest.approx(best.final_val["latent_mse"], rel=1e-5)
+    with pytest.raises(InputError, match="select"):
+        _options(folders, select="best", val=None)
+    with pytest.raises(InputError, match="select"):
+        _options(folders, select="first")
 
 
 def test_pixel_loss_reaches_the_head_through_the_frozen_decoder(folders, codec, tmp_path):

@@ -56,6 +56,9 @@ def _register_head(models) -> None:
                         "(positive EVs): the regions the head must infer (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
     p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
+    p.add_argument("--select", choices=("last", "best"), default="last",
+                   help="weights written to head.safetensors: the run's last EMA weights, or those of the "
+                        "validation with the best identity/head latent-error ratio (default last)")
     add_run_options(p)
     p.set_defaults(handler=run_head)
 
@@ -93,7 +96,7 @@ def run_head(args) -> int:
             "input_pu21_psnr", "merged_stops", "reference_stops")
     print_json({"run_dir": str(result.run_dir), "head": str(result.head_path), "steps": result.steps,
                 "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
-                "cache_build_s": result.cache_build_s,
+                "selected_step": result.selected_step, "cache_build_s": result.cache_build_s,
                 "final_val": {k: result.final_val[k] for k in keys if k in result.final_val}})
     return 0
 
@@ -139,7 +142,8 @@ def head_options(args):
         minutes=args.minutes, warmup_steps=args.warmup, ema_half_life_steps=args.ema_half_life,
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
-        pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, seed=args.seed, cache=args.cache)
+        pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, seed=args.seed, cache=args.cache,
+        select=args.select)
 
 
 def head_command(options, out: str) -> str:
@@ -161,6 +165,7 @@ def head_command(options, out: str) -> str:
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     parts += ["--cache", options.cache] if options.cache else []
+    parts += ["--select", options.select] if options.select != "last" else []
     return shlex.join(str(p) for p in parts)
 
 

@@ -34,10 +34,11 @@ import torch
 from latenthdr.errors import InputError
 from latenthdr.training import data, loop, rundir
 
-RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "head.safetensors", "val_curve.json")
+RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "head.safetensors", "val_curve.json", loop.BEST_FILE)
 NITS_AT_CLIP = 100.0  # pixel loss: cd/m2 given to the EV-0 clip level (1.0) before PU21 encoding
 # options that change no weight: a resumed run may change them
-RESUMABLE_CHANGES = ("minutes", "val_every", "merged_every", "merged_samples", "checkpoint_every")
+RESUMABLE_CHANGES = ("minutes", "val_every", "merged_every", "merged_samples", "checkpoint_every", "select")
+SELECT_METRIC = "identity_over_head"  # select="best": the validation with the highest identity / head ratio
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class HeadTrainOptions:
     unknown_weight: float = 0.0
     seed: int = 0
     cache: str | None = None
+    select: str = "last"
 
     def __post_init__(self):
         from latenthdr import exposure
@@ -90,6 +92,10 @@ class HeadTrainOptions:
         for name in ("pixel_loss", "unknown_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
+        if self.select not in ("last", "best"):
+            raise InputError("select", f"got {self.select!r}; accepted: last, best")
+        if self.select == "best" and (self.val is None or self.val_samples <= 0):
+            raise InputError("select", "best needs validation data (--val and --val-samples > 0)")
 
     @property
     def needs_hdr(self) -> bool:
@@ -115,6 +121,7 @@ class HeadTrainResult:
     stopped_by: str
     final_val: dict
     cache_build_s: dict
+    selected_step: int | None = None  # the step whose EMA weights head.safetensors holds
 
 
 class HeadStep:
@@ -322,16 +329,22 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     validator = None if caches.get("val") is None else HeadValidator(
         caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
+    best = loop.Best(SELECT_METRIC, "max") if validator is not None else None
     result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
-                        resume=resume, progress=progress, accelerator=acc)
-    final = _finite(result.history[-1]) if result.history else {}
+                        resume=resume, progress=progress, accelerator=acc, best=best)
+    module, step, final = result.ema, result.step, (_finite(result.history[-1]) if result.history else {})
+    if options.select == "best" and result.best_ema is not None:
+        module, step = result.best_ema, result.best["step"]
+        final = _finite(next(r for r in reversed(result.history) if r["step"] == step))
     head_path = run_dir / "head.safetensors"
     if acc.is_main_process:
         metadata = {"evs": list(options.evs), "training_command": command, "steps": result.step,
-                    "duration_s": round(result.elapsed_s, 3), "final_val": final, "options": options.to_dict()}
-        save_head(result.ema.to("cpu"), head_path, extra_metadata=metadata)
+                    "selected_step": step, "duration_s": round(result.elapsed_s, 3), "final_val": final,
+                    "options": options.to_dict()}
+        save_head(module.to("cpu"), head_path, extra_metadata=metadata)
         io.write_json(run_dir / "val_curve.json", [_finite(r) for r in result.history], overwrite=True)
-    return HeadTrainResult(run_dir, head_path, result.step, result.elapsed_s, result.stopped_by, final, build_s)
+    return HeadTrainResult(run_dir, head_path, result.step, result.elapsed_s, result.stopped_by, final, build_s,
+                           step)
 
 
 def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bool, progress: bool):

@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 from latenthdr.errors import InputError, LatentHDRError
-from latenthdr.training.rundir import Checkpointer, JsonlLogger, json_default
+from latenthdr.training.rundir import Checkpointer, JsonlLogger, json_default, save_atomic
+
+BEST_FILE = "best.pt"  # RUN_DIR/best.pt: the EMA weights of the best validation so far (``train(best=...)``)
 
 @dataclass(frozen=True)
 class LoopConfig:
@@ -201,6 +203,26 @@ class TrainResult:
     history: list = field(default_factory=list)
     ema: nn.Module | None = None
     last_loss: float | None = None
+    best: dict | None = None  # {"metric", "step", "value"} of RUN_DIR/best.pt; with train(best=...)
+    best_ema: nn.Module | None = None  # the EMA module with the best validation's weights
+
+
+@dataclass(frozen=True)
+class Best:
+    """Keep the EMA weights of the best validation: ``metric`` (a key of the validation record) and ``mode``
+    ("max": higher is better, "min": lower is better)."""
+
+    metric: str
+    mode: str = "max"
+
+    def __post_init__(self):
+        if self.mode not in ("max", "min"):
+            raise InputError("best", f"mode {self.mode!r}; accepted: max, min")
+
+    def better(self, value, than) -> bool:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return than is None or (value > than if self.mode == "max" else value < than)
 
 
 class _StopFlag:
@@ -240,11 +262,12 @@ class _State:
     step: int = 0
     elapsed_s: float = 0.0
     history: list = field(default_factory=list)
+    best: dict | None = None  # {"metric", "step", "value"}
 
 
 def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | Path, *,
           validate: ValidateFn | None = None, resume: bool = False, progress: bool = False,
-          accelerator=None) -> TrainResult:
+          accelerator=None, best: Best | None = None) -> TrainResult:
     """Train ``model`` with AdamW on ``step_fn``'s loss until ``max_steps`` or ``max_minutes``.
 
     Each update: lr from :func:`lr_at`; ``loss, scalars = step_fn(model, step, accelerator)`` (``step`` =
@@ -252,8 +275,10 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     update. Every ``val_every_steps`` and at the end, ``validate(step, ema_module, final)`` returns scalars
     (validation runs on the EMA weights, the ones a job ships). Writes ``run_dir/log.jsonl`` and
     ``run_dir/checkpoints/``. ``resume``: continue from the newest checkpoint, bit-identically; SIGINT stops
-    cleanly between steps with a checkpoint (stopped_by "interrupt"). Build ``model`` after ``set_seed`` so
-    its initial weights depend on the seed alone.
+    cleanly between steps with a checkpoint (stopped_by "interrupt"). ``best``: after each validation whose
+    ``best.metric`` beats every earlier one, the EMA weights go to ``run_dir/best.pt`` (survives resumes);
+    the result's ``best_ema`` holds them. Build ``model`` after ``set_seed`` so its initial weights depend
+    on the seed alone.
     """
     acc = accelerator or make_accelerator()
     run_dir = Path(run_dir)
@@ -268,6 +293,13 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     if resume:
         _restore(checkpointer.load(), config, acc.unwrap_model(model), optimizer, ema, step_fn, state)
     logger = JsonlLogger(run_dir / "log.jsonl", state.step if resume else None, acc.is_main_process)
+
+    def validate_and_keep(final: bool) -> None:
+        record = _validate(validate, ema, state, logger, final)
+        if best is not None and best.better(record.get(best.metric), (state.best or {}).get("value")):
+            state.best = {"metric": best.metric, "step": state.step, "value": record[best.metric]}
+            if acc.is_main_process:
+                save_atomic({**state.best, "ema": ema.state_dict()}, run_dir / BEST_FILE)
 
     def save():
         if acc.is_main_process:
@@ -291,18 +323,33 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
             stopped_by = _stop_reason(state, config, flag)
             final = stopped_by in ("steps", "time")
             if validate is not None and (final or state.step % config.val_every_steps == 0):
-                _validate(validate, ema, state, logger, final=final)
+                validate_and_keep(final)
             if (state.step % config.checkpoint_every_steps == 0
                     or time.monotonic() - last_save > 60 * config.checkpoint_every_minutes):
                 save()
                 last_save, saved_step = time.monotonic(), state.step
     bar.close()
     if validate is not None and stopped_by != "interrupt" and not _has_final(state):
-        _validate(validate, ema, state, logger, final=True)
+        validate_and_keep(True)
     state.elapsed_s = elapsed_before + time.monotonic() - session_start  # the last validation included
     if saved_step != state.step or not checkpointer.latest():
         save()
-    return TrainResult(state.step, state.elapsed_s, stopped_by, state.history, ema.module, record.get("loss"))
+    return TrainResult(state.step, state.elapsed_s, stopped_by, state.history, ema.module, record.get("loss"),
+                       state.best, _best_module(run_dir, ema, state.best))
+
+
+def _best_module(run_dir: Path, ema: EMA, best: dict | None) -> nn.Module | None:
+    import copy
+
+    path = run_dir / BEST_FILE
+    if best is None or not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("step") != best["step"]:  # written by another run in this folder
+        return None
+    module = copy.deepcopy(ema.module).cpu()
+    module.load_state_dict(saved["ema"])
+    return module
 
 
 def _one_step(model, optimizer, step_fn, step: int, acc, config: LoopConfig) -> dict:
@@ -331,13 +378,14 @@ def _stop_reason(state: _State, config: LoopConfig, flag: _StopFlag) -> str | No
     return None
 
 
-def _validate(validate: ValidateFn, ema: EMA, state: _State, logger: JsonlLogger, final: bool) -> None:
+def _validate(validate: ValidateFn, ema: EMA, state: _State, logger: JsonlLogger, final: bool) -> dict:
     start = time.monotonic()
     metrics = validate(state.step, ema.module, final)
     record = {"step": state.step, "kind": "val", "final": final, "elapsed_s": round(state.elapsed_s, 3),
               "val_s": round(time.monotonic() - start, 3), **metrics}
     state.history.append(record)
     logger.log(record)
+    return record
 
 
 def _has_final(state: _State) -> bool:
@@ -348,7 +396,8 @@ def _snapshot(config, model, optimizer, ema: EMA, step_fn, state: _State) -> dic
     data = step_fn.state_dict() if hasattr(step_fn, "state_dict") else {}
     return {"format": 1, "step": state.step, "elapsed_s": state.elapsed_s, "config": asdict(config),
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": rng_state(), "data": data, "history_json": json.dumps(state.history, default=json_default)}
+            "rng": rng_state(), "data": data, "history_json": json.dumps(state.history, default=json_default),
+            "best_json": json.dumps(state.best)}
 
 
 def _restore(ckpt: dict, config: LoopConfig, model, optimizer, ema: EMA, step_fn, state: _State) -> None:
@@ -366,6 +415,7 @@ def _restore(ckpt: dict, config: LoopConfig, model, optimizer, ema: EMA, step_fn
         step_fn.load_state_dict(ckpt["data"])
     state.step, state.elapsed_s = int(ckpt["step"]), float(ckpt["elapsed_s"])
     state.history = json.loads(ckpt["history_json"])
+    state.best = json.loads(ckpt.get("best_json", "null"))
 
 
 def _progress_bar(config: LoopConfig, initial: int, enabled: bool):

@@ -35,11 +35,7 @@ class Checkpointer:
         return paths[-1] if paths else None
 
     def save(self, step: int, state: dict) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"step-{step:08d}.pt"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        path = save_atomic(state, self.directory / f"step-{step:08d}.pt")
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -49,6 +45,16 @@ class Checkpointer:
         if path is None or not path.is_file():
             raise InputError("resume", f"no checkpoint in {self.directory}")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_atomic(state: dict, path: str | Path) -> Path:
+    """torch.save ``state`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 class JsonlLogger:
