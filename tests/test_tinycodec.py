@@ -297,6 +297,22 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(folders, tmp_path):
         _options(folders, latent_noise=-1.0)
 
 
+def test_block_edge_measures_see_only_steps_across_latent_cell_borders():
+    y = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    blocky = y.clone()
+    blocky[..., :, 8:16] += 0.1  # a block-column offset: steps appear at x = 7 -> 8 and 15 -> 16 only
+    assert tcod.block_edge_l1(y, y).item() == 0.0
+    assert tcod.block_edge_excess(y, y) == 0.0
+    inner = y.clone()
+    inner[..., :, 9:11] += 0.1  # inside one cell: no border step changes
+    assert tcod.block_edge_l1(inner, y).item() == pytest.approx(0.0, abs=1e-7)
+    cols = 48 // 8 - 1
+    assert tcod.block_edge_l1(blocky, y).item() == pytest.approx(0.5 * 0.1 * 2 / cols, rel=1e-5)
+    assert tcod.block_edge_excess(blocky, y) > 0
+    with pytest.raises(InputError, match="edge_loss"):
+        tcod.CodecTrainOptions(data="d", val="v", edge_loss=-1.0)
+
+
 def test_cli_dry_run_and_bad_flags(folders, tmp_path, capsys):
     args = ["train", "codec", "--data", str(folders / "train"), "--val", str(folders / "val"),
             "--out", str(tmp_path / "run"), "--dry-run", "--latent-channels", "8", "--minutes", "3"]

@@ -190,6 +190,9 @@ def _register_codec(models) -> None:
                                              "unless only --minutes is given: then constant lr after warmup)")
     p.add_argument("--minutes", type=float, help="wall-time limit in minutes (cumulative over resumes)")
     p.add_argument("--pu21-loss", type=float, default=1.0, help="weight of the PU21 L1 loss (default 1)")
+    p.add_argument("--edge-loss", type=float, default=0.0,
+                   help="weight of the L1 error of the steps across 8-px latent-cell borders (block edges; "
+                        "default 0)")
     p.add_argument("--l2-loss", type=float, default=0.0, help="weight of the display L2 loss (default 0)")
     p.add_argument("--init", metavar="CODEC_FILE", help="start from this trained codec and its architecture (--preset is then unused); "
                                                         "with --decoder-only it keeps its name, else give a new --name")
@@ -262,6 +265,7 @@ def codec_options(args):
     _number_in("--pu21-loss", args.pu21_loss, 0.0, math.inf)
     _number_in("--l2-loss", args.l2_loss, 0.0, math.inf)
     _number_in("--latent-noise", args.latent_noise, 0.0, math.inf)
+    _number_in("--edge-loss", args.edge_loss, 0.0, math.inf)
     if args.decoder_only and args.init is None:
         raise InputError("--decoder-only", "needs --init CODEC_FILE: the trained codec whose decoder to fine-tune")
     if args.init is not None:
@@ -283,7 +287,8 @@ def codec_options(args):
         evs=evs, samples=args.samples, sampling=sampling, evs_per_sample=args.evs_per_sample,
         batch_size=args.batch_size, lr=args.lr, steps=steps, minutes=args.minutes, pu21_loss=args.pu21_loss,
         l2_loss=args.l2_loss, init=args.init, train_encoder=not args.decoder_only, latent_noise=args.latent_noise,
-        bf16=not args.fp32, val_crops=args.val_crops, val_every=args.val_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+        edge_loss=args.edge_loss, bf16=not args.fp32, val_crops=args.val_crops, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, seed=args.seed)
 
 
 def codec_command(options, out: str) -> str:
@@ -294,8 +299,8 @@ def codec_command(options, out: str) -> str:
              "--preset", options.preset, f"--evs={format_ev_ladder(options.evs)}", "--samples", options.samples,
              "--evs-per-sample", options.evs_per_sample, "--crop-size", options.sampling.crop_size,
              "--batch-size", options.batch_size, "--lr", options.lr, "--pu21-loss", options.pu21_loss,
-             "--l2-loss", options.l2_loss, "--latent-noise", options.latent_noise, "--val-crops", options.val_crops, "--val-every", options.val_every,
-             "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
+             "--l2-loss", options.l2_loss, "--latent-noise", options.latent_noise, "--edge-loss", options.edge_loss,
+             "--val-crops", options.val_crops, "--val-every", options.val_every, "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
     parts += ["--latent-channels", options.latent_channels] if options.latent_channels is not None else []
     parts += [] if options.bf16 else ["--fp32"]
     parts += ["--name", options.name] if options.name is not None else []

@@ -18,6 +18,7 @@ Loss, per frame y_e (display) and its reconstruction y_hat:
     + l2_loss * mean (y_hat - y_e)^2                                       (display L2, PSNR's own measure)
     + pu21_loss * mean |V(y_hat) - V(y_e)| / 256                           (perceptual HDR L1)
     + latent_penalty * mean(z_raw^2)                                       (keeps the latent scale bounded)
+    + edge_loss * mean |d(y_hat) - d(y_e)| over 8-px block boundaries     (see :func:`block_edge_l1`)
 with V(y) = PU21(decode_gamma2.2(y) / 2^e * NITS_AT_CLIP) (METHOD.md "Metrics"): each frame is linearised
 and brought back to scene radiance (1.0 = the EV-0 clip level) before PU21 encoding, so an error counts as
 much as it would be visible in the merged HDR at that luminance. The EV-0 clip level is placed at
@@ -29,6 +30,11 @@ decoder. The encoder and the latent statistics stay exactly as they were, so the
 and prior trained in it, stay valid; the weights keep the init's name. ``latent_noise`` (in units of each
 channel's latent std) is added to the latent before decoding during training, so the decoder also learns to
 turn latents a little off the encoder's manifold (a prior's samples, a head's predictions) into clean images.
+``edge_loss`` weighs the error of the step across each latent cell's border (the pixel pairs that two
+different latent pixels decode): the linear 8x8 patch path puts every latent error there as a block edge, and
+a prior's samples have enough of them to make the decoded frames blocky (docs/t2h.md). The validation reports
+``block_edge_excess``: the mean step across cell borders of the decoded frames minus that of the true frames,
+in 8-bit levels (0: the decoder adds no block edges).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from latenthdr.errors import InputError
+from latenthdr.models.tinycodec import DOWNSCALE
 from latenthdr.training import data, loop, rundir
 
 RUN_OUTPUTS = ("config.json", "log.jsonl", "checkpoints", "codec.safetensors", "codec-f16.safetensors",
@@ -94,6 +101,7 @@ class CodecTrainOptions:
     init: str | None = None
     train_encoder: bool = True
     latent_noise: float = 0.0
+    edge_loss: float = 0.0
     bf16: bool = True
     pca_batches: int = 24
     val_crops: int = 10
@@ -109,7 +117,7 @@ class CodecTrainOptions:
                                         "pca_batches"))
         if self.evs_per_sample > len(self.evs):
             raise InputError("evs_per_sample", f"got {self.evs_per_sample}; accepted: at most {len(self.evs)}")
-        for name in ("pu21_loss", "l2_loss", "latent_penalty", "latent_noise"):
+        for name in ("pu21_loss", "l2_loss", "latent_penalty", "latent_noise", "edge_loss"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
         if not self.train_encoder and self.init is None:
@@ -205,8 +213,34 @@ class CodecStep:
         loss_z = z_raw.float().square().mean()
         loss = (loss_l1 + self.options.l2_loss * loss_l2 + self.options.pu21_loss * loss_pu
                 + self.options.latent_penalty * loss_z)
-        return loss, {"loss_l1": loss_l1.item(), "loss_l2": loss_l2.item(), "loss_pu21": loss_pu.item(),
-                      "latent_rms": loss_z.sqrt().item()}
+        scalars = {"loss_l1": loss_l1.item(), "loss_l2": loss_l2.item(), "loss_pu21": loss_pu.item(),
+                   "latent_rms": loss_z.sqrt().item()}
+        if self.options.edge_loss > 0:
+            loss_edge = block_edge_l1(y_hat, y)
+            loss = loss + self.options.edge_loss * loss_edge
+            scalars["loss_edge"] = loss_edge.item()
+        return loss, scalars
+
+
+def _border_steps(y: torch.Tensor, block: int = DOWNSCALE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps across latent-cell borders: columns (x = k*block - 1 -> k*block) and rows, of [n, 3, H, W]."""
+    cols = y[..., block::block] - y[..., block - 1:-1:block]
+    rows = y[..., block::block, :] - y[..., block - 1:-1:block, :]
+    return cols, rows
+
+
+def block_edge_l1(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean |d(y_hat) - d(y)| over the pixel steps across latent-cell borders (both axes), display units."""
+    (c_hat, r_hat), (c, r) = _border_steps(y_hat), _border_steps(y)
+    return 0.5 * ((c_hat - c).abs().mean() + (r_hat - r).abs().mean())
+
+
+def block_edge_excess(y_hat: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean |step| across latent-cell borders (both axes) of y_hat minus that of y, in 8-bit levels."""
+    def mean_step(x):
+        cols, rows = _border_steps(x.double())
+        return 0.5 * (cols.abs().mean() + rows.abs().mean()).item()
+    return 255.0 * (mean_step(y_hat) - mean_step(y))
 
 
 def pu21_l1(y_hat: torch.Tensor, y: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -237,24 +271,30 @@ class CodecValidator:
         self.informative = trivial_fraction(self.frames) < TRIVIAL_LIMIT  # [N, K]
 
     @torch.inference_mode()
-    def psnr(self, module) -> torch.Tensor:
-        """[N, K] float64 PSNR (dB) of every val frame through ``module`` (a TinyAutoencoder, any device)."""
+    def psnr(self, module, with_edges: bool = False):
+        """[N, K] float64 PSNR (dB) of every val frame through ``module`` (a TinyAutoencoder, any device);
+        with ``with_edges``, also the decoded frames' :func:`block_edge_excess` over all frames."""
         module.eval()
         device = next(module.parameters()).device
         y = self.frames.flatten(0, 1)
-        mse = torch.cat([F.mse_loss(module(part.to(device))[0].clamp(0, 1).cpu().double(), part.double(),
-                                    reduction="none").mean(dim=(1, 2, 3)) for part in y.split(self.batch)])
-        return (10 * torch.log10(1.0 / mse.clamp_min(10 ** (-self.PSNR_CAP / 10)))).view(self.informative.shape)
+        mse, edges = [], []
+        for part in y.split(self.batch):
+            y_hat = module(part.to(device))[0].clamp(0, 1).cpu().double()
+            mse.append(F.mse_loss(y_hat, part.double(), reduction="none").mean(dim=(1, 2, 3)))
+            edges.append(block_edge_excess(y_hat, part) * len(part))
+        p = (10 * torch.log10(1.0 / torch.cat(mse).clamp_min(10 ** (-self.PSNR_CAP / 10)))).view(self.informative.shape)
+        return (p, sum(edges) / len(y)) if with_edges else p
 
     def __call__(self, step: int, module, final: bool) -> dict:
-        p, inf = self.psnr(module), self.informative
+        (p, edge_excess), inf = self.psnr(module, with_edges=True), self.informative
         per_ev, per_ev_inf, counts = {}, {}, {}
         for k, e in enumerate(self.evs):
             per_ev[f"{e:g}"] = p[:, k].mean().item()
             per_ev_inf[f"{e:g}"] = p[inf[:, k], k].mean().item() if inf[:, k].any() else None
             counts[f"{e:g}"] = int(inf[:, k].sum())
         return {"psnr": p.mean().item(), "psnr_informative": p[inf].mean().item(), "psnr_per_ev": per_ev,
-                "psnr_informative_per_ev": per_ev_inf, "informative_frames_per_ev": counts}
+                "psnr_informative_per_ev": per_ev_inf, "informative_frames_per_ev": counts,
+                "block_edge_excess": edge_excess}
 
 
 @torch.inference_mode()
