@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from fractions import Fraction
-from pathlib import Path
 
 from latenthdr.errors import InputError
 
@@ -16,16 +15,10 @@ def add_overwrite(parser) -> None:
 
 def print_json(obj) -> None:
     """Print a JSON report on stdout (the CLI's machine-readable output)."""
-    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    from latenthdr.io import json_default
+
+    json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def parse_times(spec: str, argument: str = "--times") -> list[float]:

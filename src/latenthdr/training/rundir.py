@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.io import json_default
 
 CHECKPOINT_GLOB = "step-*.pt"
 
@@ -83,14 +84,6 @@ class JsonlLogger:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record, default=json_default) + "\n")
-
-
-def json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def check_resumable(run_dir: Path, options, resumable: tuple[str, ...]) -> None:
