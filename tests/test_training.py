@@ -231,6 +231,28 @@ def test_lr_schedule_and_ema_half_life():
     assert ema.module.weight.item() == pytest.approx(0.5)  # the initial weight's share halves in 10 steps
 
 
+def test_loop_keeps_the_ema_weights_of_the_best_validation(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    scores = {2: 1.0, 4: 3.0, 6: 2.0, 8: float("nan")}  # step 4 is the best; NaN never counts
+    seen = {}
+
+    def step_fn(m, step, acc):
+        return (m(torch.ones(1, 2)) - 5.0).square().mean(), {}
+
+    def validate(step, ema_module, final):
+        seen[step] = {k: v.clone() for k, v in ema_module.state_dict().items()}
+        return {"score": scores[step]}
+
+    cfg = loop.LoopConfig(lr=0.1, warmup_steps=1, max_steps=8, val_every_steps=2, checkpoint_every_steps=4)
+    result = loop.train(model, step_fn, cfg, tmp_path / "run", validate=validate, best=loop.Best("score", "max"))
+    assert result.best == {"metric": "score", "step": 4, "value": 3.0}
+    assert all(torch.equal(v, seen[4][k]) for k, v in result.best_ema.state_dict().items())
+    assert not torch.equal(result.best_ema.weight, result.ema.weight)  # not the last weights
+    assert (tmp_path / "run" / loop.BEST_FILE).is_file()
+    with pytest.raises(InputError, match="mode"):
+        loop.Best("score", "up")
+
+
 def test_config_needs_a_limit():
     with pytest.raises(InputError, match="max_steps"):
         loop.LoopConfig()

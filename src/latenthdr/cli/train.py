@@ -300,7 +300,8 @@ def codec_command(options, out: str) -> str:
              "--evs-per-sample", options.evs_per_sample, "--crop-size", options.sampling.crop_size,
              "--batch-size", options.batch_size, "--lr", options.lr, "--pu21-loss", options.pu21_loss,
              "--l2-loss", options.l2_loss, "--latent-noise", options.latent_noise, "--edge-loss", options.edge_loss,
-             "--val-crops", options.val_crops, "--val-every", options.val_every, "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
+             "--val-crops", options.val_crops, "--val-every", options.val_every,
+             "--checkpoint-every", options.checkpoint_every, "--seed", options.seed]
     parts += ["--latent-channels", options.latent_channels] if options.latent_channels is not None else []
     parts += [] if options.bf16 else ["--fp32"]
     parts += ["--name", options.name] if options.name is not None else []

@@ -271,9 +271,9 @@ class CodecValidator:
         self.informative = trivial_fraction(self.frames) < TRIVIAL_LIMIT  # [N, K]
 
     @torch.inference_mode()
-    def psnr(self, module, with_edges: bool = False):
-        """[N, K] float64 PSNR (dB) of every val frame through ``module`` (a TinyAutoencoder, any device);
-        with ``with_edges``, also the decoded frames' :func:`block_edge_excess` over all frames."""
+    def measure(self, module) -> tuple[torch.Tensor, float]:
+        """Every val frame through ``module`` (a TinyAutoencoder, any device): its [N, K] float64 PSNR (dB), and
+        :func:`block_edge_excess` over all frames (8-bit levels)."""
         module.eval()
         device = next(module.parameters()).device
         y = self.frames.flatten(0, 1)
@@ -281,12 +281,12 @@ class CodecValidator:
         for part in y.split(self.batch):
             y_hat = module(part.to(device))[0].clamp(0, 1).cpu().double()
             mse.append(F.mse_loss(y_hat, part.double(), reduction="none").mean(dim=(1, 2, 3)))
-            edges.append(block_edge_excess(y_hat, part) * len(part))
-        p = (10 * torch.log10(1.0 / torch.cat(mse).clamp_min(10 ** (-self.PSNR_CAP / 10)))).view(self.informative.shape)
-        return (p, sum(edges) / len(y)) if with_edges else p
+            edges.append(block_edge_excess(y_hat, part) * len(part))  # parts are frames of one size
+        mse = torch.cat(mse).clamp_min(10 ** (-self.PSNR_CAP / 10))
+        return (10 * torch.log10(1.0 / mse)).view(self.informative.shape), sum(edges) / len(y)
 
     def __call__(self, step: int, module, final: bool) -> dict:
-        (p, edge_excess), inf = self.psnr(module, with_edges=True), self.informative
+        (p, edge_excess), inf = self.measure(module), self.informative
         per_ev, per_ev_inf, counts = {}, {}, {}
         for k, e in enumerate(self.evs):
             per_ev[f"{e:g}"] = p[:, k].mean().item()
