@@ -61,19 +61,23 @@ def run_one(pipe, prompt: str, panorama: bool, seed: int, evs, multipass: bool, 
     if panorama:
         seam = metrics.seam_error(hdr)
         record["seam"], record["seam_adjacent"], record["seam_ratio"] = seam["seam"], seam["adjacent"], seam["ratio"]
-        record["seam_block_boundary"] = block_boundary_step(hdr, pipe.codec.downscale)
+        # pairs (j, j+1) with (j + 1) % block == 0 are at the seam's phase of the latent grid; cell borders are
+        # shifted by the pipeline's seam shift (half a cell for generated panoramas)
+        block, shift = pipe.codec.downscale, out.seam_shift_px
+        record["seam_block_boundary"] = column_phase_step(hdr, block, -shift % block)
+        record["seam_same_phase"] = column_phase_step(hdr, block, 0)
     return record, out
 
 
-def block_boundary_step(H: torch.Tensor, block: int) -> float:
-    """Mean column step (stops, the measure of metrics.seam_error) over the column pairs that straddle a
-    codec block boundary (columns k*block - 1 -> k*block): the seam is such a boundary, so this is the
-    like-for-like reference when the decoder leaves block edges."""
+def column_phase_step(H: torch.Tensor, block: int, phase: int) -> float:
+    """Mean column step (stops, the measure of metrics.seam_error) over the column pairs j -> j + 1 with
+    (j + 1) % block == phase. Phase 0 is the seam's own phase (W is a multiple of the block), so it is the
+    like-for-like reference for the seam; the phase of the decoder's cell borders gives its block-edge step."""
     Y = (0.2126 * H[0] + 0.7152 * H[1] + 0.0722 * H[2]).double().clamp_min(0)
     D = torch.log2(Y + 1e-3 * Y.mean() + torch.finfo(torch.float64).tiny)
     steps = (D[:, 1:] - D[:, :-1]).abs().mean(dim=0)  # steps[j]: column j -> j + 1
     j = torch.arange(steps.numel())
-    return steps[(j + 1) % block == 0].mean().item()
+    return steps[(j + 1) % block == phase].mean().item()
 
 
 def summarise(rows: list[dict], key: str) -> dict:
@@ -93,6 +97,7 @@ def summarise(rows: list[dict], key: str) -> dict:
         out["seam_mean"] = statistics.mean(r["seam"] for r in seams)
         out["seam_adjacent_mean"] = statistics.mean(r["seam_adjacent"] for r in seams)
         out["seam_block_boundary_mean"] = statistics.mean(r["seam_block_boundary"] for r in seams)
+        out["seam_same_phase_mean"] = statistics.mean(r["seam_same_phase"] for r in seams)
         out["seam_not_above_block_boundary"] = sum(r["seam"] <= r["seam_block_boundary"] for r in seams)
         out["seam_not_above_adjacent"] = sum(r["seam"] <= r["seam_adjacent"] for r in seams)
         out["panoramas"] = len(seams)
@@ -169,7 +174,7 @@ def main() -> None:
         sheet = tonemap.contact_sheet(torch.cat([single_y, multi_y]), names, columns=len(evs), max_tile_width=160)
         io.write_png(args.brackets, io.to_numpy(sheet), overwrite=True)
     keys = ("total_s", "consistency_stops_mean", "stops_mean", "plow_mean", "phigh_mean", "seam_mean",
-            "seam_adjacent_mean", "seam_block_boundary_mean")
+            "seam_adjacent_mean", "seam_block_boundary_mean", "seam_same_phase_mean")
     print(json.dumps({"ratio_multi_over_single": report["ratio_multi_over_single"],
                       "head_plus_merge_share_of_single": report["head_plus_merge_share_of_single"],
                       "single": {k: report["single"].get(k) for k in keys}

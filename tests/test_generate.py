@@ -77,6 +77,24 @@ def test_pipeline_generate_is_scene_expose_decode_merge(models):
     assert torch.equal(same.hdr, out.hdr)
 
 
+def test_generated_panoramas_put_the_seam_mid_cell(models):
+    """The decoded frames of a generated panorama are rolled left by half a latent cell, so the +-180 degree seam
+    (columns W-1 -> 0) is a mid-cell pair of the decoder's output; perspective views and the latents are not."""
+    from latenthdr.models.codecs import decode_bracket
+
+    pipe = pipeline(models)
+    shift = pipe.seam_shift_px
+    assert shift == pipe.codec.downscale // 2 > 0
+    out = pipe.generate("a sunny meadow", evs=(-2, 0, 2), panorama=True, height=32, width=64,
+                        generator=torch.Generator().manual_seed(0))
+    decoded = decode_bracket(pipe.codec, out.z, panorama=True).clamp(0, 1)
+    assert out.seam_shift_px == shift and torch.equal(out.brackets, torch.roll(decoded, -shift, dims=-1))
+    assert torch.equal(out.hdr, pipe.merge(out.brackets, out.evs, None).hdr)
+    flat = pipe.generate("a street", evs=(-2, 0, 2), height=32, width=32, generator=torch.Generator().manual_seed(0))
+    assert flat.seam_shift_px == 0
+    assert torch.equal(flat.brackets, decode_bracket(pipe.codec, flat.z).clamp(0, 1))
+
+
 def test_multipass_runs_the_prior_once_per_ev_from_the_same_noise(models, monkeypatch):
     pipe = pipeline(models)
     calls = []

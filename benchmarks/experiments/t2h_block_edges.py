@@ -6,7 +6,7 @@ guidance scales and step counts of the embedded prior (docs/t2h.md: block edges 
 import sys, torch
 torch.set_num_threads(2)
 sys.path.insert(0, 'benchmarks')
-from t2h import block_boundary_step
+from t2h import column_phase_step
 from latenthdr import metrics
 from latenthdr.pipeline import LatentHDRPipeline
 pipe = LatentHDRPipeline.from_pretrained(scene='embedded')
@@ -16,5 +16,5 @@ for g, steps in [(3.0, 20), (1.5, 20), (1.0, 20), (3.0, 50)]:
     for i in range(8):
         out = pipe.generate(prompts[i], evs=list(range(-7, 6)), panorama=True, generator=torch.Generator().manual_seed(i), guidance_scale=g, num_inference_steps=steps)
         h = out.hdr[0]; s = metrics.seam_error(h)
-        rows.append((s['seam'], s['adjacent'], block_boundary_step(h, 8), metrics.bracket_consistency(out.brackets[0], out.evs)))
+        rows.append((s['seam'], s['adjacent'], column_phase_step(h, 8, -out.seam_shift_px % 8), metrics.bracket_consistency(out.brackets[0], out.evs)))
     print('g=%.1f steps=%d seam %.3f adjacent %.3f block %.3f consistency %.3f' % ((g, steps) + tuple(sum(r[k] for r in rows) / len(rows) for k in range(4))), flush=True)

@@ -14,7 +14,7 @@ import sys
 import torch
 
 sys.path.insert(0, "benchmarks")
-from t2h import block_boundary_step  # noqa: E402
+from t2h import column_phase_step  # noqa: E402
 
 from latenthdr import metrics  # noqa: E402
 from latenthdr.pipeline import LatentHDRPipeline  # noqa: E402
@@ -52,7 +52,7 @@ def panoramas(pipe, label):
         out = pipe.generate(PROMPTS[i], evs=list(range(-7, 6)), panorama=True, generator=torch.Generator().manual_seed(i))
         h = out.hdr[0]
         s = metrics.seam_error(h)
-        rows.append((s["seam"], s["adjacent"], block_boundary_step(h, 8),
+        rows.append((s["seam"], s["adjacent"], column_phase_step(h, 8, -out.seam_shift_px % 8),
                      metrics.bracket_consistency(out.brackets[0], out.evs), metrics.stops(h)))
     print(label, "seam %.3f adjacent %.3f block %.3f consistency %.3f stops %.2f"
           % tuple(sum(r[k] for r in rows) / len(rows) for k in range(5)), flush=True)

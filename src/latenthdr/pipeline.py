@@ -34,6 +34,8 @@ class LatentHDROutput:
     plow / phigh: per-image fractions of pixels that needed the merge's dark / bright fallback.
     timings: wall seconds per stage (encode or text_encoding + diffusion, head, decode, merge).
     diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
+    seam_shift_px: columns by which ``brackets`` and ``hdr`` are rolled left against ``codec.decode(z)``: half a
+    latent cell for generated panoramas (``LatentHDRPipeline.centre_seam``), 0 otherwise.
     """
 
     hdr: torch.Tensor
@@ -46,6 +48,7 @@ class LatentHDROutput:
     panorama: bool
     timings: dict[str, float] = field(default_factory=dict)
     diffusion_runs: int = 0
+    seam_shift_px: int = 0
 
 
 class LatentHDRPipeline:
@@ -159,10 +162,24 @@ class LatentHDRPipeline:
                 z = self.expose(z0, evs, panorama)
         with _timed(timings, "decode"):
             y = self.decode(z, panorama, (height, width))
+            shift = self.seam_shift_px if panorama else 0
+            y = torch.roll(y, -shift, dims=-1) if shift else y
         with _timed(timings, "merge"):
             result = self.merge(y, evs, None)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
-                               bool(panorama), timings, len(evs) if multipass else 1)
+                               bool(panorama), timings, len(evs) if multipass else 1, shift)
+
+    @property
+    def seam_shift_px(self) -> int:
+        """Columns (half a latent cell) by which generated panoramas are rolled left after decoding, so that
+        the +-180 degree seam falls in the middle of a latent cell instead of on a cell border.
+
+        A generated scene has no yaw origin of its own: the prior, head and decoder commute with rolls by whole
+        latent cells (tests/test_prior.py), so any column could be the seam. Cell borders are where a patch
+        decoder leaves its residual block edges (docs/t2h.md), and with the seam on one, the seam step is a
+        block-edge step; mid-cell it is an ordinary column step. The cost is a yaw of half a cell (2.8 degrees
+        at 512 columns) that no caller can tell from another seed. Image-to-HDR keeps the input's columns."""
+        return self.codec.downscale // 2
 
     def scene(self, prompt, panorama: bool, height: int, width: int, generator, timings: dict,
               ev: float | None = None, **source_options) -> torch.Tensor:

@@ -274,7 +274,7 @@ def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
               "plow": out.plow[0], "phigh": out.phigh[0],
               "bracket_consistency_stops": metrics.bracket_consistency(y, evs) if len(evs) > 1 else None}
     if out.panorama:
-        report["seam_error"] = metrics.seam_error(hdr)
+        report["seam_error"] = metrics.seam_error(hdr) | {"shift_px": out.seam_shift_px}
     io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=True,
                  metadata={"prompt": item.prompt, "seed": item.seed, "evs": exposure.format_ev_ladder(evs),
                            "space": pipe.codec.space, "head": models["head"] or "",
