@@ -113,3 +113,18 @@ def test_anchor_rejects_black_images_and_bad_arguments():
         exposure.anchor_scale(torch.ones(3, 4, 4), clipped_fraction=1.5)
     with pytest.raises(InputError):
         exposure.anchor_scale(torch.ones(3, 4, 4), clipped_fraction=0.1, percentile=99)
+
+
+def test_unseen_fractions_count_clipped_and_black_pixels_per_cell():
+    y0 = torch.full((1, 3, 8, 16), 0.5)
+    y0[0, 1, :4, :4] = 1.0  # one channel at the top code clips a quarter of the first cell
+    y0[0, :, 4:, 8:] = 0.0  # every channel at 0: half of the second cell is black
+    y0[0, 0, 6:, 8:] = 1.0 / 255  # one code above black in one channel is not black
+    maps = exposure.unseen_fractions(y0, 8)
+    assert maps.shape == (1, 2, 1, 2) and maps.dtype == torch.float32
+    assert maps[0, 0].tolist() == [[0.25, 0.0]] and maps[0, 1].tolist() == [[0.0, 0.25]]
+    assert exposure.unseen_fractions(y0 * 0.99, 8, clipped_level=0.98)[0, 0].tolist() == [[0.25, 0.0]]
+    with pytest.raises(InputError, match="y0"):
+        exposure.unseen_fractions(y0[..., :12], 8)
+    with pytest.raises(InputError, match="y0"):
+        exposure.unseen_fractions(y0[0], 8)

@@ -187,3 +187,37 @@ def test_low_precision_parameters_keep_the_input_dtype():
     out = head.to(torch.bfloat16)(z0, evs)
     assert out.dtype == torch.float32
     assert (out - reference).abs().max() < 0.1 * reference.abs().max()
+
+
+# --- unseen maps (HeadConfig.unseen_maps) --------------------------------------------------------------------------
+
+def unseen_maps(batch=2, h=8, w=16, seed=1):
+    return torch.rand(batch, 2, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_head_with_unseen_maps_starts_as_the_identity_and_reads_them():
+    z0, maps = latent(), unseen_maps()
+    head = ExposureHead(tiny_config(unseen_maps=True)).eval()
+    assert head.conv_in.in_channels == C + 2
+    assert torch.equal(head(z0, [-3.0, 0.0, 2.0], unseen=maps), z0[:, None].expand(-1, 3, -1, -1, -1))
+    head = perturbed_head(tiny_config(unseen_maps=True))
+    a, b = head(z0, [-3.0, 2.0], unseen=maps), head(z0, [-3.0, 2.0], unseen=torch.zeros_like(maps))
+    assert (a - b).abs().max() > 1e-3  # the maps change the prediction
+    torch.testing.assert_close(head(z0, [-3.0, 2.0], unseen=maps)[1:], head(z0[1:], [-3.0, 2.0], unseen=maps[1:]))
+
+
+def test_unseen_maps_are_required_exactly_when_the_head_reads_them(tmp_path):
+    z0 = latent()
+    with pytest.raises(InputError, match="unseen"):
+        ExposureHead(tiny_config(unseen_maps=True))(z0, [0.0])
+    with pytest.raises(InputError, match="unseen"):
+        ExposureHead(tiny_config(unseen_maps=True))(z0, [0.0], unseen=unseen_maps(h=4))
+    with pytest.raises(InputError, match="unseen"):
+        ExposureHead(tiny_config())(z0, [0.0], unseen=unseen_maps())
+    with pytest.raises(InputError, match="unseen_maps"):
+        tiny_config(unseen_maps=1)
+    head = perturbed_head(tiny_config(unseen_maps=True))
+    save_head(head, tmp_path / "h.safetensors")
+    loaded = load_head(tmp_path / "h.safetensors")
+    assert loaded.config.unseen_maps
+    assert torch.equal(loaded(z0, [-1.0], unseen=unseen_maps()), head(z0, [-1.0], unseen=unseen_maps()))

@@ -105,6 +105,28 @@ def test_head_precision_bfloat16_stays_close_to_float32(codec):
 
 
 # --- the convert command ----------------------------------------------------------------------------------
+def test_a_head_that_reads_unseen_maps_gets_them_from_the_input_or_the_decoded_latent(codec, monkeypatch):
+    """Image-to-HDR: the maps of the input itself (exact 8-bit levels, padded like the encode stage);
+    text-to-HDR has only z0, so they come from its decoded frame at the decoded clipped level."""
+    from latenthdr import pipeline as pipeline_module
+
+    head = ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space, unseen_maps=True))
+    pipe = LatentHDRPipeline(codec, head)
+    seen = []
+    forward = ExposureHead.forward
+    monkeypatch.setattr(ExposureHead, "forward", lambda self, *a, unseen=None, **k: seen.append(unseen)
+                        or forward(self, *a, unseen=unseen, **k))
+    image = ldr_image(h=30, w=44)  # padded to 32x48 for the codec
+    out = pipe(image, evs=EVS)
+    padded = torch.nn.functional.pad(image[None], (0, 4, 0, 2), mode="replicate")
+    assert torch.equal(seen[-1], exposure.unseen_fractions(padded, 8)) and seen[-1][:, 0].max() > 0
+    assert torch.equal(out.z[:, 1], out.z0)  # still the identity at init
+    y0 = codec.decode(out.z0)
+    monkeypatch.setattr(pipeline_module, "DECODED_CLIPPED_LEVEL", 0.3)
+    assert torch.equal(pipe.unseen(out.z0, False), exposure.unseen_fractions(y0, 8, clipped_level=0.3))
+    assert LatentHDRPipeline(codec, identity_head(codec)).unseen(out.z0, False) is None
+
+
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory, codec):
     root = tmp_path_factory.mktemp("models")

@@ -97,6 +97,19 @@ def test_codec_starts_as_the_pca_patch_codec():
     assert (model(off)[0] - off).abs().max() > 0.05
 
 
+def test_channel_display_gains_of_a_linear_patch_codec_are_its_latent_stds_per_pixel():
+    """With the convolutional paths at zero the decoder is the orthonormal PCA patch map, so one unit of
+    normalised channel c moves the 192 patch values by latent_std_c in norm: RMS latent_std_c / sqrt(192)."""
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)
+    model = tc.TinyAutoencoder(TEST)
+    model.init_linear_paths([torch.rand(2, 3, 32, 32, generator=g)])
+    model.latent_std.copy_(torch.linspace(0.2, 2.0, TEST.latent_channels))
+    gains = codecs.channel_display_gains(tc.EmbeddedCodec(model.eval()))
+    assert gains.shape == (TEST.latent_channels,) and gains.dtype == torch.float32
+    torch.testing.assert_close(gains, model.latent_std / math.sqrt(192), rtol=1e-4, atol=0)
+
+
 # ------------------------------------------------------------------------------------------ contracts
 def test_shapes_ranges_and_dtypes(codec):
     y = torch.rand(3, 3, 32, 48)

@@ -396,19 +396,66 @@ def test_cli_trains_end_to_end_with_a_local_codec(folders, tmp_path, capsys):
     assert config["options"]["sampling"]["crop_size"] == 16 and config["head"]["widths"] == [8, 16, 32]
 
 
+def test_cli_trains_a_head_that_reads_unseen_maps(folders, codec, tmp_path, capsys):
+    from latenthdr.models.head import load_head
+
+    _tiny_vae().save_pretrained(tmp_path / "vae")
+    args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
+                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
+                "--merged-samples", "1", "--batch-size", "2", "--no-progress", "--unseen-maps")
+    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "merged_pu21_psnr" in report["final_val"]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["head"]["unseen_maps"] and config["options"]["unseen_maps"] and "--unseen-maps" in config["command"]
+    assert load_head(tmp_path / "run" / "head.safetensors").config.unseen_maps
+    with pytest.raises(InputError, match="unseen_maps"):
+        th.HeadStep(data.build_latent_cache(folders / "val", codec, EVS, 2, tmp_path / "c", 0, SAMPLING), 2, 0,
+                    unseen_maps=True)
+
+
 def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bright_evs():
+    from latenthdr import exposure
     from latenthdr.training.head import unknown_weights
 
     H = torch.full((1, 3, 16, 16), 0.2)
     H[..., :8, :8] = 4.0  # clipped at EV 0: the top-left latent pixel of a 2x2 latent grid (8x downscale)
     H[..., 8:, 8:] = 0.0  # black at EV 0: the bottom-right one
-    w = unknown_weights(H, torch.tensor([-2.0, 0.0, 2.0]), (2, 2), 10.0)  # [1, 3, 1, 2, 2]
+    unseen = exposure.unseen_fractions(data.sample_bracket(H, (0.0,))[:, 0], 8)  # [1, 2, 2, 2]
+    assert unseen[0, 0].tolist() == [[1.0, 0.0], [0.0, 0.0]] and unseen[0, 1].tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    w = unknown_weights(unseen, torch.tensor([-2.0, 0.0, 2.0]), 10.0)  # [1, 3, 1, 2, 2]
     assert w.shape == (1, 3, 1, 2, 2)
     assert w[0, 0, 0].tolist() == [[11.0, 1.0], [1.0, 1.0]]  # e < 0: what clipped must be inferred
     assert w[0, 1, 0].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # e = 0: nothing to infer
     assert w[0, 2, 0].tolist() == [[1.0, 1.0], [1.0, 11.0]]  # e > 0: what was black
     with pytest.raises(InputError, match="unknown_weight"):
         th.HeadTrainOptions(codec="embedded", data=".", unknown_weight=-1.0)
+
+
+def test_display_weight_scales_each_latent_channel_by_its_display_gain(folders, codec, tmp_path, monkeypatch):
+    from latenthdr.models import codecs
+    from latenthdr.models.head import ExposureHead, HeadConfig
+
+    gains = torch.tensor([2.0, 1.0, 1.0, 0.0])  # g^2 / mean(g^2) = [8/3, 2/3, 2/3, 0]
+    monkeypatch.setattr(codecs, "channel_display_gains", lambda c: gains)
+    assert th.display_channel_weights(codec, th.HeadTrainOptions(codec="x", data=".")) is None
+    w = th.display_channel_weights(codec, th.HeadTrainOptions(codec="x", data=".", display_weight=3.0))
+    torch.testing.assert_close(w, torch.tensor([9.0, 3.0, 3.0, 1.0]) / 4.0)  # 1 + 3 g^2 / mean(g^2), mean 1
+    cache = data.build_latent_cache(folders / "val", codec, EVS, 4, tmp_path / "c", 0, SAMPLING)
+    model = ExposureHead(HeadConfig.from_preset("tiny", 4, "tiny-test", ev_min=-2.0, ev_max=2.0))
+    with torch.no_grad():
+        model.conv_out.bias.normal_()  # an error that differs per channel
+    plain, _ = th.HeadStep(cache, 2, 0)(model, 0, loop.make_accelerator())
+    weighted, _ = th.HeadStep(cache, 2, 0, channel_weights=w)(model, 0, loop.make_accelerator())
+    group, rows = data.draw_batch(cache, 2, 0, 0, 0)
+    z_hat = model(group.z0[rows].float(), torch.tensor(cache.evs), panorama=group.panorama)
+    per_channel = (z_hat - group.z[rows].float()).square().mean(dim=(0, 1, 3, 4))  # [C]
+    torch.testing.assert_close(plain, per_channel.mean())
+    torch.testing.assert_close(weighted, (w * per_channel).mean())
+    assert not torch.isclose(weighted, plain)
+    with pytest.raises(InputError, match="display_weight"):
+        th.HeadTrainOptions(codec="x", data=".", display_weight=-1.0)
 
 
 def test_resume_accepts_a_run_saved_before_an_option_existed(tmp_path):

@@ -141,3 +141,28 @@ def anchor(H: torch.Tensor, clipped_fraction: float | None = None, percentile: f
     """``(s * H, s)`` with s = ``anchor_scale(H, ...)``."""
     s = anchor_scale(H, clipped_fraction, percentile)
     return H * s, s
+
+
+# Thresholds of what an 8-bit EV-0 frame does not show: a channel at the top code is clipped, a pixel with every
+# channel at code 0 is black (half a code from either end).
+CLIPPED_DISPLAY = 254.5 / 255
+BLACK_DISPLAY = 0.5 / 255
+
+
+def unseen_fractions(y0: torch.Tensor, cell: int, clipped_level: float = CLIPPED_DISPLAY,
+                     black_level: float = BLACK_DISPLAY) -> torch.Tensor:
+    """Per ``cell`` x ``cell`` block of an EV-0 frame, the fractions of its pixels whose radiance the frame
+    does not give: clipped (any channel >= ``clipped_level``) and black (every channel <= ``black_level``).
+
+    These are the pixels an exposure head must infer rather than re-expose: the clipped ones at negative EVs,
+    the black ones at positive EVs. y0: [B, 3, H, W] display-encoded in [0, 1], H and W multiples of ``cell``.
+    Returns float32 [B, 2, H/cell, W/cell] in [0, 1]: channel 0 clipped, channel 1 black. A decoded frame
+    (text-to-HDR) is not exactly 8-bit at its ends, so callers pass levels measured for their codec.
+    """
+    if not isinstance(y0, torch.Tensor) or y0.ndim != 4 or y0.shape[1] != 3:
+        raise InputError("y0", f"expected a tensor [B, 3, H, W], got {getattr(y0, 'shape', type(y0))}")
+    if y0.shape[-1] % cell or y0.shape[-2] % cell:
+        raise InputError("y0", f"size {tuple(y0.shape[-2:])} is not a multiple of the {cell}-pixel cell")
+    clipped = (y0 >= clipped_level).any(dim=1, keepdim=True)
+    black = (y0 <= black_level).all(dim=1, keepdim=True)
+    return torch.nn.functional.avg_pool2d(torch.cat([clipped, black], dim=1).float(), cell)

@@ -54,6 +54,11 @@ def _register_head(models) -> None:
     p.add_argument("--unknown-weight", type=float, default=0.0,
                    help="extra loss weight of latent pixels whose EV-0 frame is clipped (negative EVs) or black "
                         "(positive EVs): the regions the head must infer (default 0)")
+    p.add_argument("--unseen-maps", action="store_true",
+                   help="the head also reads the EV-0 frame's clipped and black fractions per latent cell")
+    p.add_argument("--display-weight", type=float, default=0.0,
+                   help="extra loss weight of latent channels by how much they move the decoded image (1 + W g_c^2 / "
+                        "mean g^2): makes the codec's brightness channel count (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed for samples, batches and weights (default 0)")
     p.add_argument("--cache", metavar="DIR", help="latent cache folder (default RUN_DIR/cache)")
     p.add_argument("--select", choices=("last", "best"), default="last",
@@ -126,6 +131,7 @@ def head_options(args):
     _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
     _number_in("--pixel-loss", args.pixel_loss, 0.0, math.inf)
     _number_in("--unknown-weight", args.unknown_weight, 0.0, math.inf)
+    _number_in("--display-weight", args.display_weight, 0.0, math.inf)
     _number_in("--ema-half-life", args.ema_half_life, 0.0, math.inf, open_low=True)
     steps = args.steps if args.steps is not None or args.minutes is not None else 2000
     if steps is not None:
@@ -142,8 +148,8 @@ def head_options(args):
         minutes=args.minutes, warmup_steps=args.warmup, ema_half_life_steps=args.ema_half_life,
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
-        pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, seed=args.seed, cache=args.cache,
-        select=args.select)
+        pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, display_weight=args.display_weight,
+        unseen_maps=args.unseen_maps, seed=args.seed, cache=args.cache, select=args.select)
 
 
 def head_command(options, out: str) -> str:
@@ -161,11 +167,13 @@ def head_command(options, out: str) -> str:
              "--val-every", options.val_every, "--merged-every", options.merged_every,
              "--merged-samples", options.merged_samples,
              "--checkpoint-every", options.checkpoint_every, "--pixel-loss", options.pixel_loss,
-             "--unknown-weight", options.unknown_weight, "--seed", options.seed]
+             "--unknown-weight", options.unknown_weight, "--display-weight", options.display_weight,
+             "--seed", options.seed]
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     parts += ["--cache", options.cache] if options.cache else []
     parts += ["--select", options.select] if options.select != "last" else []
+    parts += ["--unseen-maps"] if options.unseen_maps else []
     return shlex.join(str(p) for p in parts)
 
 

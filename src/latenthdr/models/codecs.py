@@ -282,6 +282,26 @@ def decode_bracket(codec: LatentCodec, z: torch.Tensor, chunk_size: int = 4, pan
     return y.unflatten(0, z.shape[:2])
 
 
+def channel_display_gains(codec: LatentCodec, size: int = 8, step: float = 0.25) -> torch.Tensor:
+    """How much one unit of each normalised latent channel moves the decoded image: float32 [C].
+
+    g_c = RMS over pixels and colours of (decode(z + step e_c) - decode(z - step e_c)) / (2 step) at z = 0 (the
+    latent mean, a mid-grey image), on a ``size`` x ``size`` latent grid, ignoring the outer cell of pixels
+    (zero padding). Exact for a linear patch codec, a linearisation elsewhere. Normalising latents to unit
+    variance per channel makes a latent unit worth very different display changes across channels: in the
+    embedded codec channel 0 (the patch mean, the brightness the merge reads) moves the image about 20x more
+    than any other, so an unweighted latent MSE hardly sees brightness errors (training/head.py,
+    ``display_weight``).
+    """
+    c, d = codec.latent_channels, codec.downscale
+    z = torch.zeros(2 * c, c, size, size, device=codec.device)
+    channels = torch.arange(c)
+    z[channels, channels], z[c + channels, channels] = step, -step
+    y = codec.decode(z)  # [2C, 3, size*d, size*d] display
+    slope = (y[:c] - y[c:])[..., d:-d, d:-d] / (2 * step)
+    return slope.float().square().mean(dim=(1, 2, 3)).sqrt().cpu()
+
+
 def load_codec(spec: str, device="cpu", dtype: torch.dtype = torch.float32, space: str | None = None) -> LatentCodec:
     """A codec from a spec (forms in CODEC_SPEC_FORMS); ``space`` overrides the derived latent-space id.
 

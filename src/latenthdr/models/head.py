@@ -10,6 +10,11 @@
   h -> h * (1 + gamma(phi)) + beta(phi).
 - Our additions (METHOD.md): zero-initialised output conv and FiLM generators, so the head is exactly the
   identity at init; horizontal circular padding when ``panorama=True``; all EVs in one batched pass.
+- Optional (``HeadConfig.unseen_maps``): the head also reads two maps at latent resolution, the fractions of
+  each cell's EV-0 pixels that are clipped and black (``exposure.unseen_fractions``). In a latent space that is
+  close to linear in display values (the embedded codec's), a clipped patch and an almost clipped one differ by
+  a few hundredths of a latent unit, and a head without the maps re-exposes clipped highlights as if the clip
+  level were their radiance (docs/embedded.md).
 Every 3x3 conv pads at call time (F.pad, then an unpadded conv): zeros, or circular along the width for
 panoramas (zeros at the poles either way). GroupNorm runs in float32 whatever the parameter dtype.
 
@@ -36,6 +41,7 @@ from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, 
                                             save_model_file)
 
 HEAD_FORMAT = "latenthdr-head-v1"
+UNSEEN_CHANNELS = 2  # clipped and black fractions (exposure.unseen_fractions)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,7 @@ class HeadConfig:
     levels). blocks_per_level: FiLM residual blocks per level and path. ev_embed_dim: width of phi(e).
     fourier_frequencies: number of octaves k in the EV features. ev_min/ev_max: the ladder range in stops used
     to normalise e. norm_groups: GroupNorm groups (divides every width). space: the codec latent-space id.
+    unseen_maps: the head also reads the EV-0 frame's clipped / black fractions per latent cell (module docstring).
     """
 
     latent_channels: int
@@ -56,6 +63,7 @@ class HeadConfig:
     ev_min: float = -7.0
     ev_max: float = 5.0
     norm_groups: int = 8
+    unseen_maps: bool = False
     space: str = field(kw_only=True)
 
     def __post_init__(self):
@@ -72,6 +80,8 @@ class HeadConfig:
                                                   f"{self.norm_groups}, got {self.widths!r}")
         if not (math.isfinite(self.ev_min) and math.isfinite(self.ev_max) and self.ev_max > self.ev_min):
             raise InputError("HeadConfig.ev_max", f"expected finite ev_min < ev_max, got {self.ev_min}, {self.ev_max}")
+        if not isinstance(self.unseen_maps, bool):
+            raise InputError("HeadConfig.unseen_maps", f"expected true or false, got {self.unseen_maps!r}")
         if not isinstance(self.space, str) or not self.space:
             raise InputError("HeadConfig.space", f"expected the codec's latent-space id, got {self.space!r}")
 
@@ -190,7 +200,7 @@ class ExposureHead(nn.Module):
         c, widths, groups, d = config.latent_channels, config.widths, config.norm_groups, config.ev_embed_dim
         n = config.blocks_per_level
         self.embed = EVEmbedding(config)
-        self.conv_in = Conv(c, widths[0])
+        self.conv_in = Conv(c + (UNSEEN_CHANNELS if config.unseen_maps else 0), widths[0])
         self.down = nn.ModuleList(Conv(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:]))
         self.enc = nn.ModuleList(nn.ModuleList(FiLMBlock(w, w, d, groups) for _ in range(n)) for w in widths)
         self.up = nn.ModuleList(Conv(b, a) for a, b in zip(widths[:-1], widths[1:]))
@@ -201,16 +211,20 @@ class ExposureHead(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # f_theta = 0 at init: the head starts as the identity
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, z0: torch.Tensor, evs, panorama: bool = False) -> torch.Tensor:
+    def forward(self, z0: torch.Tensor, evs, panorama: bool = False, unseen: torch.Tensor | None = None) -> torch.Tensor:
         """z0: [B, C, h, w] float, normalised latents of the codec ``config.space`` (the EV-0 scene latent).
         evs: [K] (shared ladder) or [B, K] (per-sample), stops, tensor or sequence of floats.
-        panorama: wrap horizontally (2:1 latlong latents). Returns z_e [B, K, C, h, w] in z0's dtype.
+        panorama: wrap horizontally (2:1 latlong latents). unseen: [B, 2, h, w] float in [0, 1], the EV-0
+        frame's clipped / black fractions per latent cell (``exposure.unseen_fractions``); required exactly when
+        ``config.unseen_maps``. Returns z_e [B, K, C, h, w] in z0's dtype.
         """
         self._check_latent(z0)
         e = _ev_matrix(evs, z0)  # [B, K] float32
         batch, k = e.shape
         psi = self.embed(e.flatten())  # [B*K, D]
-        x, (h, w) = _pad_to_multiple(z0.to(self.conv_in.weight.dtype), 2 ** (len(self.config.widths) - 1), panorama)
+        unseen = self._check_unseen(unseen, z0)  # None unless config.unseen_maps
+        x = z0 if unseen is None else torch.cat([z0, unseen], dim=1)
+        x, (h, w) = _pad_to_multiple(x.to(self.conv_in.weight.dtype), 2 ** (len(self.config.widths) - 1), panorama)
         x = self.conv_in(x, panorama).repeat_interleave(k, dim=0)  # shared by every EV: [B*K, w0, h', w']
         dz = self._unet(x, psi, panorama)[..., :h, :w]
         return z0[:, None] + dz.unflatten(0, (batch, k)).to(z0.dtype)
@@ -229,6 +243,18 @@ class ExposureHead(nn.Module):
             for block in self.dec[level]:
                 x = block(x, psi, circular)
         return self.conv_out(F.silu(self.norm_out(x)), circular)
+
+    def _check_unseen(self, unseen, z0: torch.Tensor) -> torch.Tensor | None:
+        if not self.config.unseen_maps:
+            if unseen is not None:
+                raise InputError("unseen", "this head was trained without unseen maps; pass None")
+            return None
+        expected = (z0.shape[0], UNSEEN_CHANNELS, *z0.shape[-2:])
+        if not isinstance(unseen, torch.Tensor) or tuple(unseen.shape) != expected:
+            got = tuple(unseen.shape) if isinstance(unseen, torch.Tensor) else type(unseen).__name__
+            raise InputError("unseen", f"this head reads the EV-0 frame's clipped / black fractions per latent "
+                                       f"cell: expected a tensor {list(expected)}, got {got}")
+        return unseen.to(z0)
 
     def _check_latent(self, z0) -> None:
         c = self.config.latent_channels

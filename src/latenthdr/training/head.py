@@ -76,6 +76,8 @@ class HeadTrainOptions:
     pixel_loss: float = 0.0
     pixel_evs_per_scene: int = 2
     unknown_weight: float = 0.0
+    display_weight: float = 0.0
+    unseen_maps: bool = False
     seed: int = 0
     cache: str | None = None
     select: str = "last"
@@ -89,7 +91,7 @@ class HeadTrainOptions:
         object.__setattr__(self, "evs", evs)
         loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every",
                                         "pixel_evs_per_scene"))
-        for name in ("pixel_loss", "unknown_weight"):
+        for name in ("pixel_loss", "unknown_weight", "display_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
         if self.select not in ("last", "best"):
@@ -99,8 +101,9 @@ class HeadTrainOptions:
 
     @property
     def needs_hdr(self) -> bool:
-        """Whether the training cache must keep each sample's anchored HDR (pixel loss, unknown weighting)."""
-        return self.pixel_loss > 0 or self.unknown_weight > 0
+        """Whether the training cache must keep each sample's anchored HDR (pixel loss, unknown weighting,
+        unseen maps)."""
+        return self.pixel_loss > 0 or self.unknown_weight > 0 or self.unseen_maps
 
     def loop_config(self) -> loop.LoopConfig:
         return loop.loop_config_of(self)
@@ -128,27 +131,36 @@ class HeadStep:
     """The training step: batch of step ``step`` from the train cache -> L_ev (+ pixel loss)."""
 
     def __init__(self, cache: data.LatentCache, batch_size: int, seed: int, pixel_loss: float = 0.0,
-                 codec=None, pixel_evs_per_scene: int = 2, unknown_weight: float = 0.0):
+                 codec=None, pixel_evs_per_scene: int = 2, unknown_weight: float = 0.0,
+                 channel_weights: torch.Tensor | None = None, unseen_maps: bool = False):
         if pixel_loss > 0 and (codec is None or cache.groups[0].hdr is None):
             raise InputError("pixel_loss", "a pixel loss needs the codec and a cache built with keep_hdr=True")
-        if unknown_weight > 0 and cache.groups[0].hdr is None:
-            raise InputError("unknown_weight", "needs a cache built with keep_hdr=True")
+        for name, used in (("unknown_weight", unknown_weight > 0), ("unseen_maps", unseen_maps)):
+            if used and cache.groups[0].hdr is None:
+                raise InputError(name, "needs a cache built with keep_hdr=True")
         self.cache, self.batch_size, self.seed = cache, batch_size, seed
         self.pixel_loss, self.codec, self.pixel_evs = pixel_loss, codec, pixel_evs_per_scene
-        self.unknown_weight = unknown_weight
+        self.unknown_weight, self.unseen_maps = unknown_weight, unseen_maps
         self.evs = torch.tensor(cache.evs, dtype=torch.float32)
+        # [C] mean-1 weights, shaped to broadcast over [B, K, C, h, w]; None: every channel alike
+        self.channel_weights = None if channel_weights is None else channel_weights.float()[:, None, None]
 
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
         group, rows = data.draw_batch(self.cache, self.batch_size, self.seed, step, accelerator.process_index)
         device = accelerator.device
         z0 = group.z0[rows].to(device, torch.float32)  # [B, C, h, w]
         z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
-        z_hat = model(z0, self.evs.to(device), panorama=group.panorama)  # [B, K, C, h, w]
+        unseen = ev0_unseen(group, rows).to(device) if self.unseen_maps else None
+        z_hat = model(z0, self.evs.to(device), panorama=group.panorama, unseen=unseen)  # [B, K, C, h, w]
+        se = (z_hat - z).square()  # METHOD.md Eq. 4, per latent element
+        if self.channel_weights is not None:
+            se = self.channel_weights.to(device) * se  # mean-1 weights: the loss keeps its scale
         if self.unknown_weight > 0:
-            w = unknown_weights(group.hdr[rows].to(device), self.evs.to(device), z.shape[-2:], self.unknown_weight)
-            loss_ev = (w * (z_hat - z).square()).mean() / w.mean()
+            unseen = ev0_unseen(group, rows).to(device) if unseen is None else unseen
+            w = unknown_weights(unseen, self.evs.to(device), self.unknown_weight)
+            loss_ev = (w * se).mean() / w.mean()
         else:
-            loss_ev = (z_hat - z).square().mean()  # METHOD.md Eq. 4, per latent element
+            loss_ev = se.mean()
         scalars = {"loss_ev": loss_ev.item()}
         if self.pixel_loss <= 0:
             return loss_ev, scalars
@@ -174,20 +186,33 @@ class HeadStep:
         return ((w * se).sum() / w.sum().clamp_min(1.0) / metrics.PU21_PEAK**2).float()
 
 
-def unknown_weights(H: torch.Tensor, evs: torch.Tensor, latent_size, weight: float) -> torch.Tensor:
-    """Per-latent-pixel loss weights (module docstring): H [B, 3, H, W] anchored linear HDR, evs [K] stops,
-    latent_size (h, w) -> [B, K, 1, h, w] float32 = 1 + weight * (clipped fraction for e < 0, black fraction
-    for e > 0) of the 8-bit EV-0 frame's pixels under each latent pixel (1 for e = 0)."""
-    import torch.nn.functional as F
+def display_channel_weights(codec, options: HeadTrainOptions) -> torch.Tensor | None:
+    """The [C] loss weights of ``display_weight`` (module docstring), mean 1; None when it is 0."""
+    if options.display_weight <= 0:
+        return None
+    from latenthdr.models.codecs import channel_display_gains
 
-    from latenthdr import response
+    g2 = channel_display_gains(codec).square()
+    w = 1.0 + options.display_weight * g2 / g2.mean()
+    return w / w.mean()
 
-    y0 = response.quantize(response.encode(H.float(), data.CURVE), data.BITS)  # [B, 3, H, W] the EV-0 frame
-    clipped = (y0 >= 254.5 / 255).any(dim=1, keepdim=True).float()
-    black = (y0 <= 0.5 / 255).all(dim=1, keepdim=True).float()
-    clipped, black = (F.adaptive_avg_pool2d(m, tuple(latent_size)) for m in (clipped, black))  # [B, 1, h, w]
+
+def ev0_unseen(group: data.LatentGroup, rows) -> torch.Tensor:
+    """The 8-bit EV-0 frame's clipped / black fractions per latent cell of cached samples (from their anchored
+    HDR): [B, 2, h, w] float32 (``exposure.unseen_fractions``)."""
+    from latenthdr import exposure
+
+    H = group.hdr[rows]
+    return exposure.unseen_fractions(data.sample_bracket(H, (0.0,))[:, 0], H.shape[-1] // group.z0.shape[-1])
+
+
+def unknown_weights(unseen: torch.Tensor, evs: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-latent-pixel loss weights (module docstring): unseen [B, 2, h, w] the EV-0 frame's clipped / black
+    fractions per latent cell (``ev0_unseen``), evs [K] stops -> [B, K, 1, h, w] float32 = 1 + weight * (clipped
+    fraction for e < 0, black fraction for e > 0; 0 for e = 0)."""
+    clipped, black = unseen[:, None, 0:1], unseen[:, None, 1:2]  # [B, 1, 1, h, w]
     e = evs.float()[None, :, None, None, None]  # [1, K, 1, 1, 1]
-    unknown = torch.where(e < 0, clipped[:, None], torch.where(e > 0, black[:, None], torch.zeros_like(e)))
+    unknown = torch.where(e < 0, clipped, torch.where(e > 0, black, torch.zeros_like(e)))
     return 1.0 + weight * unknown
 
 
@@ -200,15 +225,15 @@ class HeadValidator:
     input. Needs a cache built with ``keep_hdr=True`` for the merged metrics."""
 
     def __init__(self, cache: data.LatentCache, codec, batch_size: int = 8, val_every: int = 100,
-                 merged_every: int = 5, merged_samples: int = 4):
-        self.cache, self.codec, self.batch_size = cache, codec, batch_size
+                 merged_every: int = 5, merged_samples: int = 4, unseen_maps: bool = False):
+        self.cache, self.codec, self.batch_size, self.unseen_maps = cache, codec, batch_size, unseen_maps
         self.merged_period = val_every * merged_every  # steps
         self.merged_samples, self._reference = merged_samples, None
 
     @torch.inference_mode()
     def __call__(self, step: int, module, final: bool) -> dict:
         module.eval()
-        out = latent_metrics(module, self.cache, self.batch_size)
+        out = latent_metrics(module, self.cache, self.batch_size, self.unseen_maps)
         if self.merged_samples > 0 and (final or step % self.merged_period == 0):
             out.update(self._merged(module))
         return out
@@ -232,8 +257,9 @@ class HeadValidator:
         device = next(module.parameters()).device
         head = []
         for group, row in picks:
+            unseen = ev0_unseen(group, [row]).to(device) if self.unseen_maps else None
             z_hat = module(group.z0[row][None].to(device, torch.float32), torch.tensor(self.cache.evs, device=device),
-                           panorama=group.panorama)[0].cpu()  # [K, C, h, w]
+                           panorama=group.panorama, unseen=unseen)[0].cpu()  # [K, C, h, w]
             head.append(_merged_scores(self.codec, z_hat, group.hdr[row], self.cache.evs, group.panorama))
         out = {f"merged_{k}": _mean(head, k) for k in ("pu21_psnr", "stops", "plow", "phigh")}
         out.update({f"oracle_{k}": _mean(self._reference["oracle"], k) for k in ("pu21_psnr", "stops")})
@@ -242,9 +268,10 @@ class HeadValidator:
         return out
 
 
-def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8) -> dict:
+def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8, unseen_maps: bool = False) -> dict:
     """Latent MSE (per element) of the head and of the identity baseline over a whole cache, overall and
-    per EV (keys "%g" of the EV), and ``identity_over_head`` = identity MSE / head MSE (> 1: the head helps)."""
+    per EV (keys "%g" of the EV), and ``identity_over_head`` = identity MSE / head MSE (> 1: the head helps).
+    ``unseen_maps``: the head reads the EV-0 frame's maps (``ev0_unseen``; the cache must keep its HDR)."""
     device = next(module.parameters()).device
     evs = torch.tensor(cache.evs, dtype=torch.float32, device=device)
     se_head = torch.zeros(len(cache.evs), dtype=torch.float64)
@@ -254,7 +281,8 @@ def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8) -> dict
         for rows in torch.arange(len(group)).split(batch_size):
             z0 = group.z0[rows].to(device, torch.float32)
             z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
-            z_hat = module(z0, evs, panorama=group.panorama)
+            unseen = ev0_unseen(group, rows).to(device) if unseen_maps else None
+            z_hat = module(z0, evs, panorama=group.panorama, unseen=unseen)
             se_head += (z_hat - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
             se_id += (z0[:, None] - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
             count += z[:, 0].numel()
@@ -314,7 +342,8 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     codec = codec or registry.load_codec_for(options.codec, device=acc.device)
     command = command or shlex.join(sys.argv)
     head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
-                                         ev_min=min(options.evs), ev_max=max(options.evs))
+                                         ev_min=min(options.evs), ev_max=max(options.evs),
+                                         unseen_maps=options.unseen_maps)
     config = {"options": options.to_dict(), "loop": asdict(options.loop_config()), "head": head_config.to_dict(),
               "codec_space": codec.space, "command": command}
     if acc.is_main_process:
@@ -325,9 +354,11 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     if not acc.is_main_process:
         caches, build_s = _open_caches(options, run_dir), {}
     step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
-                       options.pixel_evs_per_scene, options.unknown_weight)
+                       options.pixel_evs_per_scene, options.unknown_weight, display_channel_weights(codec, options),
+                       options.unseen_maps)
     validator = None if caches.get("val") is None else HeadValidator(
-        caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples)
+        caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples,
+        options.unseen_maps)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
     best = loop.Best(SELECT_METRIC, "max") if validator is not None else None
     result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
