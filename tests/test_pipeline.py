@@ -199,6 +199,11 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     assert methods == {(c, m) for c in (0.03, 0.05) for m in ("input", "oracle", "head", "head+blend")}
     oracle = next(e for e in report["summary"] if e["method"] == "oracle" and e["clip_fraction"] == 0.05)
     assert oracle["clipped_error_ratio"] < 1.0  # the true bracket beats the clipped input where it clips
+    rows = [r for r in json.loads((tmp_path / "r.json").read_text())["rows"]
+            if r["method"] == "input" and r["clip_fraction"] == 0.05]
+    inp = next(e for e in report["summary"] if e["method"] == "input" and e["clip_fraction"] == 0.05)
+    assert inp["stops_abs_error"] == pytest.approx(sum(abs(r["stops"] - r["ref_stops"]) for r in rows) / len(rows))
+    assert oracle["stops_abs_error"] < inp["stops_abs_error"]
     assert "| 5% | oracle |" in (tmp_path / "r.md").read_text()
     code, _, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "1.5", "--codec", model_files / "vae",
                        "--head", model_files / "head.safetensors")
