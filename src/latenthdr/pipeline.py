@@ -35,7 +35,7 @@ class LatentHDROutput:
     timings: wall seconds per stage (encode or text_encoding + diffusion, head, decode, merge).
     diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
     seam_shift_px: columns by which ``brackets`` and ``hdr`` are rolled left against ``codec.decode(z)``: half a
-    latent cell for generated panoramas (``LatentHDRPipeline.centre_seam``), 0 otherwise.
+    latent cell for generated panoramas (``LatentHDRPipeline.seam_shift_px``), 0 otherwise.
     """
 
     hdr: torch.Tensor
