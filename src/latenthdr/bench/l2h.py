@@ -22,7 +22,6 @@ import torch
 from latenthdr import exposure, merge, metrics, response
 
 Reconstructor = Callable[[torch.Tensor, Sequence[float]], torch.Tensor]  # (ldr [3,H,W], evs) -> hdr [3,H,W]
-CLIPPED_CODE = 1.0 - 0.5 / 255.0  # display value at or above which an 8-bit channel is saturated
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ def make_case(name: str, H: torch.Tensor, clip_fraction: float) -> Case:
 
 def clipped_mask(ldr: torch.Tensor) -> torch.Tensor:
     """Pixels [..., H, W] whose 8-bit input has any channel saturated."""
-    return ldr.amax(dim=-3) >= CLIPPED_CODE
+    return ldr.amax(dim=-3) >= exposure.CLIPPED_DISPLAY
 
 
 def score(pred: torch.Tensor, case: Case, peak_nits: float = metrics.DEFAULT_PEAK_NITS) -> dict:

@@ -160,8 +160,10 @@ def load_panoramas(folder: str | Path, argument: str = "data") -> dict[str, torc
 def trivial_fraction(y: torch.Tensor) -> torch.Tensor:
     """Fraction of pixels fully clipped (every channel at the top 8-bit level) or black (every channel at 0).
     y: [..., 3, H, W] display-encoded [0, 1], 8-bit levels. Returns [...] float32."""
-    clipped = (y >= 254.5 / 255).all(dim=-3)
-    black = (y <= 0.5 / 255).all(dim=-3)
+    from latenthdr import exposure
+
+    clipped = (y >= exposure.CLIPPED_DISPLAY).all(dim=-3)
+    black = (y <= exposure.BLACK_DISPLAY).all(dim=-3)
     return (clipped | black).float().mean(dim=(-2, -1))
 
 
