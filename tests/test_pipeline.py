@@ -205,9 +205,28 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     assert inp["stops_abs_error"] == pytest.approx(sum(abs(r["stops"] - r["ref_stops"]) for r in rows) / len(rows))
     assert oracle["stops_abs_error"] < inp["stops_abs_error"]
     assert "| 5% | oracle |" in (tmp_path / "r.md").read_text()
+    head = next(e for e in report["summary"] if e["method"] == "head" and e["clip_fraction"] == 0.05)
+    assert len(head["latent_mse_per_ev"]) == 4  # EV 0: the target is z0 itself (up to float rounding)
+    assert head["identity_latent_mse_per_ev"][2] == pytest.approx(0.0, abs=1e-9)
+    assert head["identity_over_head"] == pytest.approx(head["identity_latent_mse"] / head["latent_mse"])
+    assert "identity_over_head" not in inp and f"= {head['identity_over_head']:.2f}x |" in (tmp_path / "r.md").read_text()
     code, _, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "1.5", "--codec", model_files / "vae",
                        "--head", model_files / "head.safetensors")
     assert code == 2 and "--clip" in err
+
+
+def test_latent_errors_compare_the_head_with_the_identity():
+    from latenthdr.bench import l2h
+
+    z0 = torch.zeros(2, 3, 3)
+    targets = torch.stack([torch.full((2, 3, 3), v) for v in (-2.0, 0.0, 1.0)])  # [K=3, C, h, w]
+    errors = l2h.latent_errors(targets + 0.5, z0, targets)
+    assert errors["latent_mse"] == pytest.approx([0.25] * 3)
+    assert errors["identity_latent_mse"] == pytest.approx([4.0, 0.0, 1.0])
+    rows = [{"stops": 1.0, "ref_stops": 1.0, "pu21_psnr": 1.0, "clipped_rms_stops": 1.0, "clip_fraction": 0.03,
+             "method": m, **(errors if m == "head" else {})} for m in ("input", "head")]
+    head = next(e for e in l2h.summarise(rows) if e["method"] == "head")
+    assert head["identity_over_head"] == pytest.approx((5.0 / 3) / 0.25)
 
 
 def test_shipped_embedded_default_recovers_a_val_highlight(shared_dir):

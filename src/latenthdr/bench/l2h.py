@@ -8,6 +8,8 @@ For each reference HDR and each clipped fraction c:
    RMS error in stops of luminance over the input's clipped pixels (any channel at code 255).
 Methods: ``input`` (the linearised input: no expansion), ``oracle`` (the true bracket merged: the ceiling for any
 head), and whatever reconstructions the caller passes (the head, with and without the input-preserving blend).
+A method may also return scores of its own with its reconstruction: the head reports its latent error against the
+identity baseline (``latent_errors``), which ``summarise`` pools over images.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import torch
 
 from latenthdr import exposure, merge, metrics, response
 
-Reconstructor = Callable[[torch.Tensor, Sequence[float]], torch.Tensor]  # (ldr [3,H,W], evs) -> hdr [3,H,W]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ def make_case(name: str, H: torch.Tensor, clip_fraction: float) -> Case:
     ref, _ = exposure.anchor(H, clipped_fraction=clip_fraction)
     ldr = exposure.synthesize_bracket(ref, [0.0], curve="gamma2.2", bits=8)[0]
     return Case(name, clip_fraction, ref, ldr)
+
+
+# (case, evs) -> hdr [3,H,W] from case.ldr alone, or (hdr, extra scores of the method for this case)
+Reconstructor = Callable[[Case, Sequence[float]], torch.Tensor | tuple[torch.Tensor, dict]]
 
 
 def clipped_mask(ldr: torch.Tensor) -> torch.Tensor:
@@ -70,7 +75,21 @@ def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
 
 def oracle(case: Case, evs: Sequence[float]) -> torch.Tensor:
     """The ceiling: the true 8-bit bracket of the reference, merged with METHOD.md Eq. 9."""
-    return merge.merge_bracket(exposure.synthesize_bracket(case.ref, evs), evs).hdr
+    return merge.merge_bracket(true_bracket(case, evs), evs).hdr
+
+
+def latent_errors(z: torch.Tensor, z0: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Mean squared latent error per EV (per latent element, as in head training) of the head's latents z
+    [K,C,h,w] and of the identity baseline (z0 [C,h,w] for every EV), against ``targets`` [K,C,h,w]: the
+    encoded true 8-bit bracket (METHOD.md Eq. 4's mu(y_e))."""
+    head = (z.float() - targets).square().mean(dim=(1, 2, 3))
+    identity = (z0.float()[None] - targets).square().mean(dim=(1, 2, 3))
+    return {"latent_mse": head.tolist(), "identity_latent_mse": identity.tolist()}
+
+
+def true_bracket(case: Case, evs: Sequence[float]) -> torch.Tensor:
+    """The reference's true 8-bit gamma-2.2 bracket [K,3,H,W]: what the oracle merges and the head's targets."""
+    return exposure.synthesize_bracket(case.ref, evs)
 
 
 def run(
@@ -80,10 +99,11 @@ def run(
     rows = []
     for case in cases:
         preds = {"input": linearised_input(case.ldr, evs), "oracle": oracle(case, evs)}
-        preds.update({name: fn(case.ldr, evs) for name, fn in methods.items()})
+        preds.update({name: fn(case, evs) for name, fn in methods.items()})
         for method, pred in preds.items():
+            pred, extra = pred if isinstance(pred, tuple) else (pred, {})
             rows.append({"image": case.name, "clip_fraction": case.clip_fraction, "method": method,
-                         "ref_stops": metrics.stops(case.ref), **score(pred, case)})
+                         "ref_stops": metrics.stops(case.ref), **score(pred, case), **extra})
         if progress is not None:
             progress(case)
     return rows
@@ -102,6 +122,8 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
             entry[key] = statistics.fmean(values) if values else float("nan")
         # per image, not of the means: a method can match the mean range and miss every image
         entry["stops_abs_error"] = statistics.fmean(abs(r["stops"] - r["ref_stops"]) for r in group)
+        if all("latent_mse" in r for r in group):
+            entry.update(_pooled_latent_errors(group))
         table.append(entry)
     for entry in table:
         base = next(e for e in table if e["clip_fraction"] == entry["clip_fraction"] and e["method"] == "input")
@@ -110,15 +132,28 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     return table
 
 
+def _pooled_latent_errors(group: Sequence[dict]) -> dict:
+    """Latent MSE pooled over the images (every image has the same weight), per EV and over the whole ladder,
+    and identity / head: how many times below the identity baseline the head's latent error is."""
+    head = [statistics.fmean(values) for values in zip(*(r["latent_mse"] for r in group))]
+    identity = [statistics.fmean(values) for values in zip(*(r["identity_latent_mse"] for r in group))]
+    return {"latent_mse": statistics.fmean(head), "identity_latent_mse": statistics.fmean(identity),
+            "identity_over_head": statistics.fmean(identity) / statistics.fmean(head),
+            "latent_mse_per_ev": head, "identity_latent_mse_per_ev": identity}
+
+
 def markdown_table(table: Sequence[dict]) -> str:
     """The summary as a Markdown table (for docs/)."""
     lines = ["| clip | method | n | stops (ref) | per-image stops error | PU21-PSNR dB | vs input dB | clipped RMS "
-             "stops | vs input | seam / adjacent (stops) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "stops | vs input | seam / adjacent (stops) | latent error: identity / head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
             f"| {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | {e['stops']:.2f} ({e['ref_stops']:.2f}) | "
             f"{e['stops_abs_error']:.2f} | "
             f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['clipped_rms_stops']:.3f} | "
-            f"{e['clipped_error_ratio']:.2f}x | {e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} |"
+            f"{e['clipped_error_ratio']:.2f}x | {e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} | "
+            + (f"{e['identity_latent_mse']:.4f} / {e['latent_mse']:.4f} = {e['identity_over_head']:.2f}x |"
+               if "latent_mse" in e else "|")
         )
     return "\n".join(lines)

@@ -12,7 +12,8 @@ from latenthdr.cli._common import add_overwrite, print_json
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="benchmarks (l2h: the SI-HDR protocol on held-out HDR files)")
     kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
-    p = kinds.add_parser("l2h", help="image-to-HDR on held-out HDRs: stops, PU21-PSNR, clipped-pixel error")
+    p = kinds.add_parser("l2h", help="image-to-HDR on held-out HDRs: stops, PU21-PSNR, clipped-pixel error, "
+                                     "latent error against the identity")
     p.add_argument("--data", required=True, metavar="DIR", help="folder of reference HDRs (.exr/.hdr)")
     p.add_argument("--clip", default="0.03,0.05", help="clipped fractions of the LDR input (default 0.03,0.05)")
     p.add_argument("--codec", help="latent codec spec (default: the embedded default)")
@@ -76,14 +77,20 @@ def run_l2h(args) -> int:
     last: dict = {}  # the pipeline output of the current case: both methods share one encode/head/decode
 
     def method(blend: bool):
-        def reconstruct(ldr, ladder):
-            if last.get("ldr") is not ldr:
-                out = pipe(ldr, evs=ladder)
+        def reconstruct(case, ladder):
+            if last.get("case") is not case:
+                out = pipe(case.ldr, evs=ladder)
                 for stage, seconds in out.timings.items():
                     timings[stage] = timings.get(stage, 0.0) + seconds
-                last.update(ldr=ldr, out=out)
+                last.update(case=case, out=out)
             out = last["out"]
-            return pipe.merge(out.brackets, ladder, ldr[None] if blend else None).hdr[0]
+            hdr = pipe.merge(out.brackets, ladder, case.ldr[None] if blend else None).hdr[0]
+            if blend:
+                return hdr
+            started = time.perf_counter()  # the head's targets: the latents of the true bracket
+            targets = pipe.encode(l2h.true_bracket(case, ladder), out.panorama)
+            timings["encode_targets"] = timings.get("encode_targets", 0.0) + time.perf_counter() - started
+            return hdr, l2h.latent_errors(out.z[0], out.z0[0], targets)
         return reconstruct
 
     cases = [l2h.make_case(name, H, c) for name, H in load_references(args.data, args.width, args.limit)
