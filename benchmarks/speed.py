@@ -53,12 +53,15 @@ def main() -> None:
     image = exposure.synthesize_bracket(torch.rand(1, 3, args.width // 2, args.width, generator=g) * 2, [0.0])[:, 0]
     with torch.inference_mode():
         z0 = codec.encode(image, panorama=True)
-        z = pipe.expose(z0, evs, True)
+        inputs = pipe.head_inputs(z0, True, image)  # what the head reads besides z0 (maps of the input)
+        z = pipe.expose(z0, evs, True, inputs)
         y = decode_bracket(codec, z, panorama=True)
         t = {
             "encode": median_seconds(lambda: codec.encode(image, panorama=True), args.repeats),
-            "head_all_evs": median_seconds(lambda: pipe.expose(z0, evs, True), args.repeats),
-            "head_all_evs_float32": median_seconds(lambda: pipe_fp32.expose(z0, evs, True), args.repeats),
+            "head_all_evs": median_seconds(lambda: pipe.expose(z0, evs, True, pipe.head_inputs(z0, True, image)),
+                                           args.repeats),
+            "head_all_evs_float32": median_seconds(
+                lambda: pipe_fp32.expose(z0, evs, True, pipe.head_inputs(z0, True, image)), args.repeats),
             "decode_one_frame": median_seconds(lambda: codec.decode(z0, panorama=True), args.repeats),
             "decode_all_evs": median_seconds(lambda: decode_bracket(codec, z, panorama=True), 1),
             "merge": median_seconds(lambda: merge.merge_bracket(y, evs), args.repeats),

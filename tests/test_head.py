@@ -221,3 +221,57 @@ def test_unseen_maps_are_required_exactly_when_the_head_reads_them(tmp_path):
     loaded = load_head(tmp_path / "h.safetensors")
     assert loaded.config.unseen_maps
     assert torch.equal(loaded(z0, [-1.0], unseen=unseen_maps()), head(z0, [-1.0], unseen=unseen_maps()))
+
+
+# --- the EV-0 frame as an input (HeadConfig.frame_channels) --------------------------------------------------------
+
+def ev0_frame(batch=2, h=8, w=16, patch=2, seed=2):
+    return torch.rand(batch, 3, h * patch, w * patch, generator=torch.Generator().manual_seed(seed))
+
+
+def frame_config(**overrides) -> HeadConfig:
+    return tiny_config(frame_channels=8, frame_patch=2, **overrides)
+
+
+def test_a_head_that_reads_the_frame_starts_as_the_identity_and_reads_every_pixel():
+    z0, frame = latent(), ev0_frame()
+    head = ExposureHead(frame_config()).eval()
+    assert head.conv_in.in_channels == C + 8 and head.frame_stem.embed.in_channels == 3 * 2 * 2
+    assert torch.equal(head(z0, [-3.0, 0.0, 2.0], frame=frame), z0[:, None].expand(-1, 3, -1, -1, -1))
+    head = perturbed_head(frame_config())
+    moved = frame.clone()
+    moved[:, :, 5, 7] += 0.2  # one pixel of one cell
+    a, b = head(z0, [-3.0, 2.0], frame=frame), head(z0, [-3.0, 2.0], frame=moved)
+    assert (a - b)[..., 2, 3].abs().max() > 1e-4  # its cell's prediction changes
+    torch.testing.assert_close(a[1:], head(z0[1:], [-3.0, 2.0], frame=frame[1:]))  # batched == one by one
+
+
+def test_a_frame_reading_panorama_head_wraps_the_frame_too():
+    """Rolling a panorama by 4 latent cells (the U-Net's coarsest step) rolls the prediction: the stem pads
+    circularly as well."""
+    z0, frame = latent(batch=1), ev0_frame(batch=1)
+    head = perturbed_head(frame_config())
+    out = head(z0, [-2.0, 3.0], panorama=True, frame=frame)
+    rolled = head(z0.roll(4, dims=-1), [-2.0, 3.0], panorama=True, frame=frame.roll(8, dims=-1))
+    torch.testing.assert_close(rolled, out.roll(4, dims=-1), atol=1e-5, rtol=0)
+    plain = head(z0.roll(4, dims=-1), [-2.0, 3.0], frame=frame.roll(8, dims=-1))
+    assert (plain - head(z0, [-2.0, 3.0], frame=frame).roll(4, dims=-1)).abs().max() > 1e-2
+
+
+def test_the_frame_is_required_exactly_when_the_head_reads_it(tmp_path):
+    z0 = latent()
+    with pytest.raises(InputError, match="frame"):
+        ExposureHead(frame_config())(z0, [0.0])
+    with pytest.raises(InputError, match="frame"):
+        ExposureHead(frame_config())(z0, [0.0], frame=ev0_frame(patch=1))  # not z0's size times the patch
+    with pytest.raises(InputError, match="frame"):
+        ExposureHead(tiny_config())(z0, [0.0], frame=ev0_frame())
+    for bad in ({"frame_channels": -1}, {"frame_channels": True}, {"frame_patch": 0}):
+        with pytest.raises(InputError, match="frame_"):
+            tiny_config(**bad)
+    head = perturbed_head(frame_config(unseen_maps=True))
+    save_head(head, tmp_path / "h.safetensors")
+    loaded = load_head(tmp_path / "h.safetensors")
+    assert (loaded.config.frame_channels, loaded.config.frame_patch) == (8, 2)
+    side = {"frame": ev0_frame(), "unseen": unseen_maps()}
+    assert torch.equal(loaded(z0, [-1.0], **side), head(z0, [-1.0], **side))

@@ -123,8 +123,25 @@ def test_a_head_that_reads_unseen_maps_gets_them_from_the_input_or_the_decoded_l
     assert torch.equal(out.z[:, 1], out.z0)  # still the identity at init
     y0 = codec.decode(out.z0)
     monkeypatch.setattr(pipeline_module, "DECODED_CLIPPED_LEVEL", 0.3)
-    assert torch.equal(pipe.unseen(out.z0, False), exposure.unseen_fractions(y0, 8, clipped_level=0.3))
-    assert LatentHDRPipeline(codec, identity_head(codec)).unseen(out.z0, False) is None
+    assert torch.equal(pipe.head_inputs(out.z0, False)["unseen"], exposure.unseen_fractions(y0, 8, clipped_level=0.3))
+    assert LatentHDRPipeline(codec, identity_head(codec)).head_inputs(out.z0, False) == {}
+
+
+def test_a_head_that_reads_the_frame_gets_the_input_or_the_decoded_latent(codec, monkeypatch):
+    """Image-to-HDR: the input itself, padded like the encode stage; text-to-HDR: the decoded z0."""
+    head = ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space, frame_channels=4,
+                                               frame_patch=codec.downscale, unseen_maps=True))
+    pipe = LatentHDRPipeline(codec, head)
+    seen = []
+    forward = ExposureHead.forward
+    monkeypatch.setattr(ExposureHead, "forward", lambda self, *a, frame=None, **k: seen.append(frame)
+                        or forward(self, *a, frame=frame, **k))
+    image = ldr_image(h=30, w=44)
+    out = pipe(image, evs=EVS)
+    assert torch.equal(seen[-1], torch.nn.functional.pad(image[None], (0, 4, 0, 2), mode="replicate"))
+    assert torch.equal(out.z[:, 1], out.z0)  # still the identity at init
+    inputs = pipe.head_inputs(out.z0, False)
+    assert torch.equal(inputs["frame"], codec.decode(out.z0)) and inputs["unseen"].shape == (1, 2, 4, 6)
 
 
 @pytest.fixture(scope="module")

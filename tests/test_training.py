@@ -396,23 +396,32 @@ def test_cli_trains_end_to_end_with_a_local_codec(folders, tmp_path, capsys):
     assert config["options"]["sampling"]["crop_size"] == 16 and config["head"]["widths"] == [8, 16, 32]
 
 
-def test_cli_trains_a_head_that_reads_unseen_maps(folders, codec, tmp_path, capsys):
+@pytest.mark.parametrize("flags, option, head_field, value", [
+    (["--unseen-maps"], "unseen_maps", "unseen_maps", True),
+    (["--frame-channels", "4"], "frame_channels", "frame_channels", 4),
+])
+def test_cli_trains_a_head_with_side_inputs(folders, codec, tmp_path, capsys, flags, option, head_field, value):
+    """The unseen maps and the EV-0 frame: taken from the cache's anchored HDR in training and validation."""
     from latenthdr.models.head import load_head
 
     _tiny_vae().save_pretrained(tmp_path / "vae")
     args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
                 "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
-                "--merged-samples", "1", "--batch-size", "2", "--no-progress", "--unseen-maps")
+                "--merged-samples", "1", "--batch-size", "2", "--no-progress", *flags)
     args[args.index("--codec") + 1] = str(tmp_path / "vae")
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert "merged_pu21_psnr" in report["final_val"]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["head"]["unseen_maps"] and config["options"]["unseen_maps"] and "--unseen-maps" in config["command"]
-    assert load_head(tmp_path / "run" / "head.safetensors").config.unseen_maps
-    with pytest.raises(InputError, match="unseen_maps"):
+    assert config["head"][head_field] == value and config["options"][option] == value
+    assert " ".join(flags) in config["command"]
+    head = load_head(tmp_path / "run" / "head.safetensors")
+    assert getattr(head.config, head_field) == value and head.config.frame_patch == 8
+    with pytest.raises(InputError, match=option if option == "unseen_maps" else "frame"):
         th.HeadStep(data.build_latent_cache(folders / "val", codec, EVS, 2, tmp_path / "c", 0, SAMPLING), 2, 0,
-                    unseen_maps=True)
+                    **({"unseen_maps": True} if option == "unseen_maps" else {"frame": True}))
+    with pytest.raises(InputError, match="frame_channels"):
+        th.HeadTrainOptions(codec="embedded", data=".", frame_channels=-2)
 
 
 def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bright_evs():

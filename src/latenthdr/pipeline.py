@@ -122,7 +122,7 @@ class LatentHDRPipeline:
         with _timed(timings, "encode"):
             z0 = self.encode(image, is_pano)
         with _timed(timings, "head"):
-            z = self.expose(z0, evs, is_pano, self.unseen(z0, is_pano, image))
+            z = self.expose(z0, evs, is_pano, self.head_inputs(z0, is_pano, image))
         with _timed(timings, "decode"):
             y = self.decode(z, is_pano, image.shape[-2:])
         with _timed(timings, "merge"):
@@ -158,10 +158,10 @@ class LatentHDRPipeline:
             z0 = z[:, evs.index(0.0)] if 0.0 in evs else z[:, 0]
         else:
             z0 = self.scene(prompt, panorama, height, width, generator, timings, **source_options)
-            with _timed(timings, "decode"):  # a head that reads unseen maps gets them from the decoded EV-0 frame
-                unseen = self.unseen(z0, panorama)
+            with _timed(timings, "decode"):  # a head that reads the EV-0 frame gets the decoded z0
+                inputs = self.head_inputs(z0, panorama)
             with _timed(timings, "head"):
-                z = self.expose(z0, evs, panorama, unseen)
+                z = self.expose(z0, evs, panorama, inputs)
         with _timed(timings, "decode"):
             y = self.decode(z, panorama, (height, width))
             shift = self.seam_shift_px if panorama else 0
@@ -229,26 +229,33 @@ class LatentHDRPipeline:
         """[B,3,H,W] display [0,1] -> z0 [B,C,h,w], padding H, W up to the codec's grid first."""
         return self.codec.encode(_pad_to_multiple(image, self.codec.downscale, is_pano), panorama=is_pano)
 
-    def unseen(self, z0: torch.Tensor, is_pano: bool, image: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The EV-0 frame's clipped / black fractions per latent cell [B, 2, h, w] for a head that reads them
-        (``HeadConfig.unseen_maps``), else None. The EV-0 frame is the input image (image-to-HDR, exact 8-bit
-        levels) or, with no image, the decoded z0 (text-to-HDR), whose clipped regions decode a little under
-        1: its clipped level is ``DECODED_CLIPPED_LEVEL``."""
-        if not self.head.config.unseen_maps:
-            return None
+    def head_inputs(self, z0: torch.Tensor, is_pano: bool, image: torch.Tensor | None = None) -> dict:
+        """What the head reads besides z0, as keyword arguments of ``ExposureHead.forward`` (empty for a head
+        that reads z0 alone), all from the EV-0 frame: the input image (image-to-HDR, exact 8-bit levels) or,
+        with no image, the decoded z0 (text-to-HDR).
+        - ``unseen`` (``HeadConfig.unseen_maps``): its clipped / black fractions per latent cell [B, 2, h, w]. A
+          decoded frame's clipped regions decode a little under 1: its clipped level is ``DECODED_CLIPPED_LEVEL``.
+        - ``frame`` (``HeadConfig.frame_channels``): the frame itself [B, 3, h d, w d], display [0, 1]."""
+        config = self.head.config
+        if not (config.unseen_maps or config.frame_channels):
+            return {}
         d = self.codec.downscale
         if image is not None:
-            return exposure.unseen_fractions(_pad_to_multiple(image, d, is_pano), d)
-        y0 = self.codec.decode(z0, chunk_size=self.decode_chunk_size, panorama=is_pano)
-        return exposure.unseen_fractions(y0, d, clipped_level=DECODED_CLIPPED_LEVEL)
+            y0, clipped_level = _pad_to_multiple(image, d, is_pano), exposure.CLIPPED_DISPLAY
+        else:
+            y0 = self.codec.decode(z0, chunk_size=self.decode_chunk_size, panorama=is_pano)
+            clipped_level = DECODED_CLIPPED_LEVEL
+        inputs = {"frame": y0} if config.frame_channels else {}
+        if config.unseen_maps:
+            inputs["unseen"] = exposure.unseen_fractions(y0, d, clipped_level=clipped_level)
+        return inputs
 
-    def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool,
-               unseen: torch.Tensor | None = None) -> torch.Tensor:
-        """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``); ``unseen``:
-        the maps of :meth:`unseen` when the head reads them."""
+    def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool, inputs: dict | None = None) -> torch.Tensor:
+        """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``); ``inputs``:
+        what the head reads besides z0 (:meth:`head_inputs`)."""
         with torch.autocast(z0.device.type, dtype=torch.bfloat16, enabled=self.head_bfloat16):
             return self.head(z0, torch.tensor(evs, dtype=z0.dtype, device=z0.device), panorama=is_pano,
-                             unseen=unseen)
+                             **(inputs or {}))
 
     def decode(self, z: torch.Tensor, is_pano: bool, size) -> torch.Tensor:
         """z [B,K,C,h,w] -> y [B,K,3,H,W] display [0,1], decoded in chunks, cropped to the input size."""

@@ -56,6 +56,9 @@ def _register_head(models) -> None:
                         "(positive EVs): the regions the head must infer (default 0)")
     p.add_argument("--unseen-maps", action="store_true",
                    help="the head also reads the EV-0 frame's clipped and black fractions per latent cell")
+    p.add_argument("--frame-channels", type=int, default=0, metavar="N",
+                   help="the head also reads the EV-0 frame itself, through a patch stem of N features per latent "
+                        "cell (default 0: off; the input image in image-to-HDR, the decoded z0 in text-to-HDR)")
     p.add_argument("--display-weight", type=float, default=0.0,
                    help="extra loss weight of latent channels by how much they move the decoded image (1 + W g_c^2 / "
                         "mean g^2): makes the codec's brightness channel count (default 0)")
@@ -149,7 +152,7 @@ def head_options(args):
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
         pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, display_weight=args.display_weight,
-        unseen_maps=args.unseen_maps, seed=args.seed, cache=args.cache, select=args.select)
+        unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, seed=args.seed, cache=args.cache, select=args.select)
 
 
 def head_command(options, out: str) -> str:
@@ -174,6 +177,7 @@ def head_command(options, out: str) -> str:
     parts += ["--cache", options.cache] if options.cache else []
     parts += ["--select", options.select] if options.select != "last" else []
     parts += ["--unseen-maps"] if options.unseen_maps else []
+    parts += ["--frame-channels", options.frame_channels] if options.frame_channels else []
     return shlex.join(str(p) for p in parts)
 
 

@@ -15,6 +15,13 @@
   close to linear in display values (the embedded codec's), a clipped patch and an almost clipped one differ by
   a few hundredths of a latent unit, and a head without the maps re-exposes clipped highlights as if the clip
   level were their radiance (docs/embedded.md).
+- Optional (``HeadConfig.frame_channels`` > 0): the head also reads the EV-0 frame itself, display-encoded, through
+  a small stem: each latent cell's ``frame_patch`` x ``frame_patch`` pixels (pixel-unshuffled: the exact values,
+  as a patch embedding) -> 1x1 conv -> SiLU -> 3x3 conv, ``frame_channels`` features per latent cell, computed
+  once and shared by every EV. A codec's encoder keeps only part of what its input frame holds (TAEF2: 192
+  display values per cell into 32 latents); re-exposing needs what it dropped, most of all the shadows that a
+  positive EV brightens (docs/head.md, "the information is there"). In image-to-HDR the frame is the user's input;
+  in text-to-HDR, the decoded z0.
 Every 3x3 conv pads at call time (F.pad, then an unpadded conv): zeros, or circular along the width for
 panoramas (zeros at the poles either way). GroupNorm runs in float32 whatever the parameter dtype.
 
@@ -53,6 +60,8 @@ class HeadConfig:
     fourier_frequencies: number of octaves k in the EV features. ev_min/ev_max: the ladder range in stops used
     to normalise e. norm_groups: GroupNorm groups (divides every width). space: the codec latent-space id.
     unseen_maps: the head also reads the EV-0 frame's clipped / black fractions per latent cell (module docstring).
+    frame_channels: features per latent cell of the EV-0 frame's stem (module docstring); 0: no frame input.
+    frame_patch: pixels per latent cell side (the codec's downscale) for the stem.
     """
 
     latent_channels: int
@@ -64,6 +73,8 @@ class HeadConfig:
     ev_max: float = 5.0
     norm_groups: int = 8
     unseen_maps: bool = False
+    frame_channels: int = 0
+    frame_patch: int = 8
     space: str = field(kw_only=True)
 
     def __post_init__(self):
@@ -73,6 +84,12 @@ class HeadConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"HeadConfig.{name}", f"expected a positive integer, got {value!r}")
+        for name in ("fourier_frequencies", "frame_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"HeadConfig.{name}", f"expected an integer >= 0, got {value!r}")
+        if isinstance(self.frame_patch, bool) or not isinstance(self.frame_patch, int) or self.frame_patch < 1:
+            raise InputError("HeadConfig.frame_patch", f"expected a positive integer, got {self.frame_patch!r}")
         if not isinstance(self.fourier_frequencies, int) or self.fourier_frequencies < 0:
             raise InputError("HeadConfig.fourier_frequencies", f"expected an integer >= 0, got {self.fourier_frequencies!r}")
         if not self.widths or any(not isinstance(w, int) or w < 1 or w % self.norm_groups for w in self.widths):
@@ -191,6 +208,21 @@ class EVEmbedding(nn.Module):
         return self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
+class FrameStem(nn.Module):
+    """The EV-0 frame [B, 3, h p, w p] display [0, 1] -> features [B, F, h, w] at latent resolution: pixel-unshuffle
+    by p (every pixel value of a cell), 1x1 conv, SiLU, 3x3 conv (circular for panoramas)."""
+
+    def __init__(self, patch: int, channels: int):
+        super().__init__()
+        self.patch = patch
+        self.embed = nn.Conv2d(3 * patch * patch, channels, 1)
+        self.conv = Conv(channels, channels)
+
+    def forward(self, frame: torch.Tensor, circular: bool) -> torch.Tensor:
+        x = self.embed(F.pixel_unshuffle(frame, self.patch) * 2.0 - 1.0)
+        return self.conv(F.silu(x), circular)
+
+
 class ExposureHead(nn.Module):
     """z0 [B, C, h, w] + EV ladder [K] -> z_e [B, K, C, h, w] in one batched pass (METHOD.md "Exposure head")."""
 
@@ -200,7 +232,9 @@ class ExposureHead(nn.Module):
         c, widths, groups, d = config.latent_channels, config.widths, config.norm_groups, config.ev_embed_dim
         n = config.blocks_per_level
         self.embed = EVEmbedding(config)
-        self.conv_in = Conv(c + (UNSEEN_CHANNELS if config.unseen_maps else 0), widths[0])
+        self.frame_stem = FrameStem(config.frame_patch, config.frame_channels) if config.frame_channels else None
+        side = (UNSEEN_CHANNELS if config.unseen_maps else 0) + config.frame_channels
+        self.conv_in = Conv(c + side, widths[0])
         self.down = nn.ModuleList(Conv(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:]))
         self.enc = nn.ModuleList(nn.ModuleList(FiLMBlock(w, w, d, groups) for _ in range(n)) for w in widths)
         self.up = nn.ModuleList(Conv(b, a) for a, b in zip(widths[:-1], widths[1:]))
@@ -211,20 +245,28 @@ class ExposureHead(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # f_theta = 0 at init: the head starts as the identity
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, z0: torch.Tensor, evs, panorama: bool = False, unseen: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z0: torch.Tensor, evs, panorama: bool = False, unseen: torch.Tensor | None = None,
+                frame: torch.Tensor | None = None) -> torch.Tensor:
         """z0: [B, C, h, w] float, normalised latents of the codec ``config.space`` (the EV-0 scene latent).
         evs: [K] (shared ladder) or [B, K] (per-sample), stops, tensor or sequence of floats.
         panorama: wrap horizontally (2:1 latlong latents). unseen: [B, 2, h, w] float in [0, 1], the EV-0
         frame's clipped / black fractions per latent cell (``exposure.unseen_fractions``); required exactly when
-        ``config.unseen_maps``. Returns z_e [B, K, C, h, w] in z0's dtype.
+        ``config.unseen_maps``. frame: [B, 3, h p, w p] the EV-0 frame, display-encoded [0, 1], p =
+        ``config.frame_patch``; required exactly when ``config.frame_channels`` > 0. Returns z_e [B, K, C, h, w]
+        in z0's dtype.
         """
         self._check_latent(z0)
         e = _ev_matrix(evs, z0)  # [B, K] float32
         batch, k = e.shape
         psi = self.embed(e.flatten())  # [B*K, D]
         unseen = self._check_unseen(unseen, z0)  # None unless config.unseen_maps
-        x = z0 if unseen is None else torch.cat([z0, unseen], dim=1)
-        x, (h, w) = _pad_to_multiple(x.to(self.conv_in.weight.dtype), 2 ** (len(self.config.widths) - 1), panorama)
+        frame = self._check_frame(frame, z0)  # None unless config.frame_channels
+        dtype = self.conv_in.weight.dtype
+        side = [] if unseen is None else [unseen.to(dtype)]
+        if frame is not None:
+            side.append(self.frame_stem(frame.to(dtype), panorama))
+        x = torch.cat([z0.to(dtype), *side], dim=1)
+        x, (h, w) = _pad_to_multiple(x, 2 ** (len(self.config.widths) - 1), panorama)
         x = self.conv_in(x, panorama).repeat_interleave(k, dim=0)  # shared by every EV: [B*K, w0, h', w']
         dz = self._unet(x, psi, panorama)[..., :h, :w]
         return z0[:, None] + dz.unflatten(0, (batch, k)).to(z0.dtype)
@@ -255,6 +297,19 @@ class ExposureHead(nn.Module):
             raise InputError("unseen", f"this head reads the EV-0 frame's clipped / black fractions per latent "
                                        f"cell: expected a tensor {list(expected)}, got {got}")
         return unseen.to(z0)
+
+    def _check_frame(self, frame, z0: torch.Tensor) -> torch.Tensor | None:
+        if not self.config.frame_channels:
+            if frame is not None:
+                raise InputError("frame", "this head was trained without the EV-0 frame as input; pass None")
+            return None
+        p = self.config.frame_patch
+        expected = (z0.shape[0], 3, z0.shape[-2] * p, z0.shape[-1] * p)
+        if not isinstance(frame, torch.Tensor) or tuple(frame.shape) != expected or not frame.is_floating_point():
+            got = tuple(frame.shape) if isinstance(frame, torch.Tensor) else type(frame).__name__
+            raise InputError("frame", f"this head reads the EV-0 frame (display-encoded, [0, 1]): expected a float "
+                                      f"tensor {list(expected)}, got {got}")
+        return frame
 
     def _check_latent(self, z0) -> None:
         c = self.config.latent_channels

@@ -78,6 +78,7 @@ class HeadTrainOptions:
     unknown_weight: float = 0.0
     display_weight: float = 0.0
     unseen_maps: bool = False
+    frame_channels: int = 0
     seed: int = 0
     cache: str | None = None
     select: str = "last"
@@ -91,6 +92,8 @@ class HeadTrainOptions:
         object.__setattr__(self, "evs", evs)
         loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every",
                                         "pixel_evs_per_scene"))
+        if isinstance(self.frame_channels, bool) or not isinstance(self.frame_channels, int) or self.frame_channels < 0:
+            raise InputError("frame_channels", f"got {self.frame_channels!r}; accepted: an integer >= 0 (0: off)")
         for name in ("pixel_loss", "unknown_weight", "display_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
@@ -102,8 +105,8 @@ class HeadTrainOptions:
     @property
     def needs_hdr(self) -> bool:
         """Whether the training cache must keep each sample's anchored HDR (pixel loss, unknown weighting,
-        unseen maps)."""
-        return self.pixel_loss > 0 or self.unknown_weight > 0 or self.unseen_maps
+        unseen maps, the EV-0 frame as a head input)."""
+        return self.pixel_loss > 0 or self.unknown_weight > 0 or self.unseen_maps or self.frame_channels > 0
 
     def loop_config(self) -> loop.LoopConfig:
         return loop.loop_config_of(self)
@@ -132,15 +135,15 @@ class HeadStep:
 
     def __init__(self, cache: data.LatentCache, batch_size: int, seed: int, pixel_loss: float = 0.0,
                  codec=None, pixel_evs_per_scene: int = 2, unknown_weight: float = 0.0,
-                 channel_weights: torch.Tensor | None = None, unseen_maps: bool = False):
+                 channel_weights: torch.Tensor | None = None, unseen_maps: bool = False, frame: bool = False):
         if pixel_loss > 0 and (codec is None or cache.groups[0].hdr is None):
             raise InputError("pixel_loss", "a pixel loss needs the codec and a cache built with keep_hdr=True")
-        for name, used in (("unknown_weight", unknown_weight > 0), ("unseen_maps", unseen_maps)):
+        for name, used in (("unknown_weight", unknown_weight > 0), ("unseen_maps", unseen_maps), ("frame", frame)):
             if used and cache.groups[0].hdr is None:
                 raise InputError(name, "needs a cache built with keep_hdr=True")
         self.cache, self.batch_size, self.seed = cache, batch_size, seed
         self.pixel_loss, self.codec, self.pixel_evs = pixel_loss, codec, pixel_evs_per_scene
-        self.unknown_weight, self.unseen_maps = unknown_weight, unseen_maps
+        self.unknown_weight, self.unseen_maps, self.frame = unknown_weight, unseen_maps, frame
         self.evs = torch.tensor(cache.evs, dtype=torch.float32)
         # [C] mean-1 weights, shaped to broadcast over [B, K, C, h, w]; None: every channel alike
         self.channel_weights = None if channel_weights is None else channel_weights.float()[:, None, None]
@@ -150,13 +153,13 @@ class HeadStep:
         device = accelerator.device
         z0 = group.z0[rows].to(device, torch.float32)  # [B, C, h, w]
         z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
-        unseen = ev0_unseen(group, rows).to(device) if self.unseen_maps else None
-        z_hat = model(z0, self.evs.to(device), panorama=group.panorama, unseen=unseen)  # [B, K, C, h, w]
+        side = head_inputs(group, rows, device, self.unseen_maps, self.frame)
+        z_hat = model(z0, self.evs.to(device), panorama=group.panorama, **side)  # [B, K, C, h, w]
         se = (z_hat - z).square()  # METHOD.md Eq. 4, per latent element
         if self.channel_weights is not None:
             se = self.channel_weights.to(device) * se  # mean-1 weights: the loss keeps its scale
         if self.unknown_weight > 0:
-            unseen = ev0_unseen(group, rows).to(device) if unseen is None else unseen
+            unseen = side["unseen"] if "unseen" in side else ev0_unseen(group, rows).to(device)
             w = unknown_weights(unseen, self.evs.to(device), self.unknown_weight)
             loss_ev = (w * se).mean() / w.mean()
         else:
@@ -197,13 +200,29 @@ def display_channel_weights(codec, options: HeadTrainOptions) -> torch.Tensor | 
     return w / w.mean()
 
 
+def ev0_frame(group: data.LatentGroup, rows) -> torch.Tensor:
+    """The 8-bit gamma-2.2 EV-0 frame of cached samples, from their anchored HDR: [B, 3, H, W] display [0, 1]
+    (the frame their z0 encodes)."""
+    return data.sample_bracket(group.hdr[rows], (0.0,))[:, 0]
+
+
 def ev0_unseen(group: data.LatentGroup, rows) -> torch.Tensor:
     """The 8-bit EV-0 frame's clipped / black fractions per latent cell of cached samples (from their anchored
     HDR): [B, 2, h, w] float32 (``exposure.unseen_fractions``)."""
     from latenthdr import exposure
 
-    H = group.hdr[rows]
-    return exposure.unseen_fractions(data.sample_bracket(H, (0.0,))[:, 0], H.shape[-1] // group.z0.shape[-1])
+    return exposure.unseen_fractions(ev0_frame(group, rows), group.hdr.shape[-1] // group.z0.shape[-1])
+
+
+def head_inputs(group: data.LatentGroup, rows, device, unseen_maps: bool, frame: bool) -> dict:
+    """What a head reads besides z0 for cached samples, as keyword arguments of ``ExposureHead.forward``: the
+    unseen maps (``ev0_unseen``) and the EV-0 frame (``ev0_frame``), each only when asked for."""
+    out = {}
+    if unseen_maps:
+        out["unseen"] = ev0_unseen(group, rows).to(device)
+    if frame:
+        out["frame"] = ev0_frame(group, rows).to(device)
+    return out
 
 
 def unknown_weights(unseen: torch.Tensor, evs: torch.Tensor, weight: float) -> torch.Tensor:
@@ -225,15 +244,16 @@ class HeadValidator:
     input. Needs a cache built with ``keep_hdr=True`` for the merged metrics."""
 
     def __init__(self, cache: data.LatentCache, codec, batch_size: int = 8, val_every: int = 100,
-                 merged_every: int = 5, merged_samples: int = 4, unseen_maps: bool = False):
+                 merged_every: int = 5, merged_samples: int = 4, unseen_maps: bool = False, frame: bool = False):
         self.cache, self.codec, self.batch_size, self.unseen_maps = cache, codec, batch_size, unseen_maps
+        self.frame = frame
         self.merged_period = val_every * merged_every  # steps
         self.merged_samples, self._reference = merged_samples, None
 
     @torch.inference_mode()
     def __call__(self, step: int, module, final: bool) -> dict:
         module.eval()
-        out = latent_metrics(module, self.cache, self.batch_size, self.unseen_maps)
+        out = latent_metrics(module, self.cache, self.batch_size, self.unseen_maps, self.frame)
         if self.merged_samples > 0 and (final or step % self.merged_period == 0):
             out.update(self._merged(module))
         return out
@@ -257,9 +277,9 @@ class HeadValidator:
         device = next(module.parameters()).device
         head = []
         for group, row in picks:
-            unseen = ev0_unseen(group, [row]).to(device) if self.unseen_maps else None
+            side = head_inputs(group, [row], device, self.unseen_maps, self.frame)
             z_hat = module(group.z0[row][None].to(device, torch.float32), torch.tensor(self.cache.evs, device=device),
-                           panorama=group.panorama, unseen=unseen)[0].cpu()  # [K, C, h, w]
+                           panorama=group.panorama, **side)[0].cpu()  # [K, C, h, w]
             head.append(_merged_scores(self.codec, z_hat, group.hdr[row], self.cache.evs, group.panorama))
         out = {f"merged_{k}": _mean(head, k) for k in ("pu21_psnr", "stops", "plow", "phigh")}
         out.update({f"oracle_{k}": _mean(self._reference["oracle"], k) for k in ("pu21_psnr", "stops")})
@@ -268,10 +288,12 @@ class HeadValidator:
         return out
 
 
-def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8, unseen_maps: bool = False) -> dict:
+def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8, unseen_maps: bool = False,
+                   frame: bool = False) -> dict:
     """Latent MSE (per element) of the head and of the identity baseline over a whole cache, overall and
     per EV (keys "%g" of the EV), and ``identity_over_head`` = identity MSE / head MSE (> 1: the head helps).
-    ``unseen_maps``: the head reads the EV-0 frame's maps (``ev0_unseen``; the cache must keep its HDR)."""
+    ``unseen_maps`` / ``frame``: the head reads the EV-0 frame's maps / the frame (``head_inputs``; the cache
+    must keep its HDR)."""
     device = next(module.parameters()).device
     evs = torch.tensor(cache.evs, dtype=torch.float32, device=device)
     se_head = torch.zeros(len(cache.evs), dtype=torch.float64)
@@ -281,8 +303,7 @@ def latent_metrics(module, cache: data.LatentCache, batch_size: int = 8, unseen_
         for rows in torch.arange(len(group)).split(batch_size):
             z0 = group.z0[rows].to(device, torch.float32)
             z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
-            unseen = ev0_unseen(group, rows).to(device) if unseen_maps else None
-            z_hat = module(z0, evs, panorama=group.panorama, unseen=unseen)
+            z_hat = module(z0, evs, panorama=group.panorama, **head_inputs(group, rows, device, unseen_maps, frame))
             se_head += (z_hat - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
             se_id += (z0[:, None] - z).double().square().sum(dim=(0, 2, 3, 4)).cpu()
             count += z[:, 0].numel()
@@ -343,7 +364,8 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     command = command or shlex.join(sys.argv)
     head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
                                          ev_min=min(options.evs), ev_max=max(options.evs),
-                                         unseen_maps=options.unseen_maps)
+                                         unseen_maps=options.unseen_maps, frame_channels=options.frame_channels,
+                                         frame_patch=codec.downscale)
     config = {"options": options.to_dict(), "loop": asdict(options.loop_config()), "head": head_config.to_dict(),
               "codec_space": codec.space, "command": command}
     if acc.is_main_process:
@@ -355,10 +377,10 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
         caches, build_s = _open_caches(options, run_dir), {}
     step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
                        options.pixel_evs_per_scene, options.unknown_weight, display_channel_weights(codec, options),
-                       options.unseen_maps)
+                       options.unseen_maps, options.frame_channels > 0)
     validator = None if caches.get("val") is None else HeadValidator(
         caches["val"], codec, options.batch_size, options.val_every, options.merged_every, options.merged_samples,
-        options.unseen_maps)
+        options.unseen_maps, options.frame_channels > 0)
     loop.set_seed(options.seed)  # the initial weights depend on the seed only
     best = loop.Best(SELECT_METRIC, "max") if validator is not None else None
     result = loop.train(ExposureHead(head_config), step_fn, options.loop_config(), run_dir, validate=validator,
