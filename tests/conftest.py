@@ -14,6 +14,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    """diffusers creates its log handler on first use, bound to the sys.stderr of that moment. If that is a
+    capsys capture, the stream closes with its test, and every later diffusers warning prints a "Logging error"
+    traceback into whatever a later test captures (test_convert_bad_inputs asserts there is no traceback).
+    Create the handler now, on the session's stream."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.get_logger("diffusers")
+
+
 def find_shared() -> Path | None:
     """../shared beside the repository (or $LATENTHDR_SHARED), if it holds the project's data."""
     candidate = Path(os.environ.get("LATENTHDR_SHARED", REPO_ROOT.parent / "shared"))
