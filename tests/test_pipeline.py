@@ -259,3 +259,24 @@ def test_shipped_embedded_default_recovers_a_val_highlight(shared_dir):
     # session 5's head: 0.63x, +3.4 dB, +0.8 stops; the session-3 head without unseen maps: 0.86x, +1.4 dB, +0.55
     assert head["clipped_rms_stops"] < 0.75 * base["clipped_rms_stops"] and head["stops"] > base["stops"] + 0.5
     assert head["pu21_psnr"] > base["pu21_psnr"] + 2.0
+
+
+def test_shipped_taef2_head_reads_the_frame_and_beats_the_identity(shared_dir):
+    """The shipped TAEF2 head (docs/head.md, session 6) on a held-out panorama at 512x256, 3% clipped: its latents
+    are well below the identity's error and the blend recovers part of the clipped sky (full benchmark:
+    docs/results/l2h-taef2.md)."""
+    import statistics
+
+    from latenthdr.bench import l2h
+
+    pipe = LatentHDRPipeline.from_pretrained(codec=f"taef2:{shared_dir / 'weights' / 'taef2'}")
+    assert pipe.head.config.frame_channels == 64
+    H = io.to_tensor(io.read_hdr(shared_dir / "data" / "hdri" / "val" / "kiara_1_dawn_1k.hdr").pixels)
+    case = l2h.make_case("kiara", torch.nn.functional.interpolate(H[None], size=(256, 512), mode="area")[0], 0.03)
+    out = pipe(case.ldr, evs="-7:5:1", blend=True)
+    errors = l2h.latent_errors(out.z[0], out.z0[0], pipe.encode(l2h.true_bracket(case, out.evs), True))
+    ratio = statistics.fmean(errors["identity_latent_mse"]) / statistics.fmean(errors["latent_mse"])
+    head, base = l2h.score(out.hdr[0], case), l2h.score(l2h.linearised_input(case.ldr, out.evs), case)
+    # measured: 2.89x; clipped error 0.47x the input's; +5.5 dB
+    assert ratio > 2.5
+    assert head["clipped_rms_stops"] < 0.6 * base["clipped_rms_stops"] and head["pu21_psnr"] > base["pu21_psnr"] + 3.0
