@@ -81,6 +81,9 @@ def test_blend_keeps_the_input_where_it_is_well_exposed(pipe):
 def test_wrong_space_head_and_bad_images_are_refused(codec, pipe):
     with pytest.raises(InputError, match="latent space"):
         LatentHDRPipeline(codec, identity_head(codec, space="flux1"))
+    with pytest.raises(InputError, match="4-pixel cells"):  # a frame stem for another grid than the codec's
+        LatentHDRPipeline(codec, ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space,
+                                                                     frame_channels=4, frame_patch=4)))
     with pytest.raises(InputError, match="image"):
         pipe(torch.full((3, 16, 16), 2.0), evs=EVS)
     with pytest.raises(InputError, match="panorama"):

@@ -70,6 +70,9 @@ class LatentHDRPipeline:
             raise InputError(
                 "head", f"the head was trained for latent space {head.config.space!r}; the codec is {codec.space!r}"
             )
+        if head.config.frame_channels and head.config.frame_patch != codec.downscale:
+            raise InputError("head", f"the head reads the EV-0 frame in {head.config.frame_patch}-pixel cells; the "
+                                     f"codec's latent cells are {codec.downscale} pixels")
         if scene_source is not None and scene_source.space != codec.space:
             raise InputError("scene_source", f"the scene source makes latents of space {scene_source.space!r}; "
                                              f"the codec is {codec.space!r}")

@@ -152,7 +152,8 @@ def head_options(args):
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
         pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, display_weight=args.display_weight,
-        unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, seed=args.seed, cache=args.cache, select=args.select)
+        unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, seed=args.seed, cache=args.cache,
+        select=args.select)
 
 
 def head_command(options, out: str) -> str:

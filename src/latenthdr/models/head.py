@@ -90,8 +90,6 @@ class HeadConfig:
                 raise InputError(f"HeadConfig.{name}", f"expected an integer >= 0, got {value!r}")
         if isinstance(self.frame_patch, bool) or not isinstance(self.frame_patch, int) or self.frame_patch < 1:
             raise InputError("HeadConfig.frame_patch", f"expected a positive integer, got {self.frame_patch!r}")
-        if not isinstance(self.fourier_frequencies, int) or self.fourier_frequencies < 0:
-            raise InputError("HeadConfig.fourier_frequencies", f"expected an integer >= 0, got {self.fourier_frequencies!r}")
         if not self.widths or any(not isinstance(w, int) or w < 1 or w % self.norm_groups for w in self.widths):
             raise InputError("HeadConfig.widths", f"expected positive integers divisible by norm_groups="
                                                   f"{self.norm_groups}, got {self.widths!r}")
