@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from latenthdr.errors import InputError
-from latenthdr.models import codecs
 from latenthdr.models.codecs import DiffusersKLCodec, Flux2Codec, TinyCodec, decode_bracket, encode_bracket, load_codec
 
 diffusers = pytest.importorskip("diffusers")

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from latenthdr.cli import main
 from latenthdr.errors import InputError
-from latenthdr.training import data, head as th, loop
+from latenthdr.training import data, head as th, head_eval, loop
 
 SAMPLING = data.SamplingConfig(crop_size=16, pano_width=32, pano_height=16, pano_fraction=0.4)
 EVS = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -320,7 +320,7 @@ def test_select_best_ships_the_weights_of_the_best_validation(folders, codec, tm
     assert json.loads(read_head_metadata(best.head_path)["selected_step"]) == best.selected_step
     # the shipped weights reproduce the selected validation's latent error
     cache = data.open_latent_cache(tmp_path / "cache" / "val")
-    metrics = th.latent_metrics(load_head(best.head_path, expected_space="tiny-test"), cache, 4)
+    metrics = head_eval.latent_metrics(load_head(best.head_path, expected_space="tiny-test"), cache, 4)
     assert metrics["latent_mse"] == pytest.approx(best.final_val["latent_mse"], rel=1e-5)
     with pytest.raises(InputError, match="select"):
         _options(folders, select="best", val=None)

@@ -6,7 +6,6 @@ cached latents, over training samples of a cache built with the anchored HDR (do
 import torch
 from latenthdr.training import data
 from latenthdr.models import registry
-from latenthdr import exposure
 torch.set_num_threads(1)
 codec = registry.load_codec_for(None)
 cache = data.open_latent_cache('runs/cache-embedded-hdr-u/train')

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/experiments/head_generalisation.py taef2 runs/cache-taef2-hdr \
         src/latenthdr/weights/taef2-head-v1.safetensors [more heads]
 
-Scores each head's identity / head latent-error ratio (``training.head.latent_metrics``, as in training) on:
+Scores each head's identity / head latent-error ratio (``training.head_eval.latent_metrics``, as in training) on:
 - CACHE/train: the training samples (seed 0; the shipped TAEF2 head trained on these 480);
 - new views: 112 fresh samples of the same 28 training panoramas, drawn with seed 1 (the same sampling
   options), cached once in runs/cache-<space>-newviews-seed1;
@@ -18,7 +18,7 @@ from latenthdr import exposure
 from latenthdr.models import registry
 from latenthdr.models.head import load_head
 from latenthdr.training import data
-from latenthdr.training import head as th
+from latenthdr.training import head_eval
 
 space, cache_root, heads = sys.argv[1], sys.argv[2], sys.argv[3:]
 codec = registry.load_codec_for(space)
@@ -33,6 +33,6 @@ for path in heads:
     head = load_head(path, expected_space=codec.space).eval()
     for name, cache in caches.items():
         with torch.inference_mode():
-            m = th.latent_metrics(head, cache, 16, head.config.unseen_maps, head.config.frame_channels > 0)
+            m = head_eval.latent_metrics(head, cache, 16, head.config.unseen_maps, head.config.frame_channels > 0)
         print(f"{path}  {name:20s} identity {m['identity_mse']:.4f}  head {m['latent_mse']:.4f}  "
               f"identity / head {m['identity_over_head']:.2f}x", flush=True)
