@@ -242,16 +242,16 @@ class LatentHDRPipeline:
         config = self.head.config
         if not (config.unseen_maps or config.frame_channels):
             return {}
+        from latenthdr.models.head import side_inputs
+
         d = self.codec.downscale
         if image is not None:
-            y0, clipped_level = _pad_to_multiple(image, d, is_pano), exposure.CLIPPED_DISPLAY
+            y0, clipped_level = _pad_to_multiple(image, d, is_pano), None  # exact 8-bit levels
         else:
             y0 = self.codec.decode(z0, chunk_size=self.decode_chunk_size, panorama=is_pano)
             clipped_level = DECODED_CLIPPED_LEVEL
-        inputs = {"frame": y0} if config.frame_channels else {}
-        if config.unseen_maps:
-            inputs["unseen"] = exposure.unseen_fractions(y0, d, clipped_level=clipped_level)
-        return inputs
+        return side_inputs(y0, d, unseen_maps=config.unseen_maps, read_frame=config.frame_channels > 0,
+                           clipped_level=clipped_level)
 
     def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool, inputs: dict | None = None) -> torch.Tensor:
         """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``); ``inputs``:

@@ -137,6 +137,20 @@ HEAD_PRESETS: dict[str, dict] = {
 }
 
 
+def side_inputs(frame: torch.Tensor, cell: int, *, unseen_maps: bool, read_frame: bool,
+                clipped_level: float | None = None) -> dict:
+    """What a head reads besides z0, from its EV-0 frame [B, 3, H, W] display [0, 1] with ``cell`` pixels per
+    latent cell, as keyword arguments of :meth:`ExposureHead.forward`: ``unseen`` (``exposure.unseen_fractions``
+    at ``clipped_level``, default the 8-bit one) when ``unseen_maps``, ``frame`` itself when ``read_frame``."""
+    from latenthdr import exposure
+
+    inputs = {"frame": frame} if read_frame else {}
+    if unseen_maps:
+        level = exposure.CLIPPED_DISPLAY if clipped_level is None else clipped_level
+        inputs["unseen"] = exposure.unseen_fractions(frame, cell, clipped_level=level)
+    return inputs
+
+
 def _wrap(x: torch.Tensor, p: int) -> torch.Tensor:
     """Pad W by p circularly (panorama longitude)."""
     width = x.shape[-1]

@@ -14,6 +14,7 @@ import torch
 
 from latenthdr.training import data
 
+
 def ev0_frame(group: data.LatentGroup, rows) -> torch.Tensor:
     """The 8-bit gamma-2.2 EV-0 frame of cached samples, from their anchored HDR: [B, 3, H, W] display [0, 1]
     (the frame their z0 encodes)."""
@@ -23,20 +24,19 @@ def ev0_frame(group: data.LatentGroup, rows) -> torch.Tensor:
 def ev0_unseen(group: data.LatentGroup, rows) -> torch.Tensor:
     """The 8-bit EV-0 frame's clipped / black fractions per latent cell of cached samples (from their anchored
     HDR): [B, 2, h, w] float32 (``exposure.unseen_fractions``)."""
-    from latenthdr import exposure
-
-    return exposure.unseen_fractions(ev0_frame(group, rows), group.hdr.shape[-1] // group.z0.shape[-1])
+    return head_inputs(group, rows, "cpu", unseen_maps=True, frame=False)["unseen"]
 
 
 def head_inputs(group: data.LatentGroup, rows, device, unseen_maps: bool, frame: bool) -> dict:
-    """What a head reads besides z0 for cached samples, as keyword arguments of ``ExposureHead.forward``: the
-    unseen maps (``ev0_unseen``) and the EV-0 frame (``ev0_frame``), each only when asked for."""
-    out = {}
-    if unseen_maps:
-        out["unseen"] = ev0_unseen(group, rows).to(device)
-    if frame:
-        out["frame"] = ev0_frame(group, rows).to(device)
-    return out
+    """What a head reads besides z0 for cached samples, as keyword arguments of ``ExposureHead.forward``
+    (``models.head.side_inputs``), from their EV-0 frame (``ev0_frame``, made once), each only when asked for."""
+    from latenthdr.models.head import side_inputs
+
+    if not (unseen_maps or frame):
+        return {}
+    y0 = ev0_frame(group, rows)
+    inputs = side_inputs(y0, y0.shape[-1] // group.z0.shape[-1], unseen_maps=unseen_maps, read_frame=frame)
+    return {name: value.to(device) for name, value in inputs.items()}
 
 
 class HeadValidator:
