@@ -36,3 +36,12 @@ def shared_dir() -> Path:
     if path is None:
         pytest.skip("../shared (real HDR data and weights) is absent; set LATENTHDR_SHARED to run this test")
     return path
+
+
+def spread_sample(paths, n: int = 3) -> list:
+    """``n`` of ``paths`` spread evenly over the sorted list (first, ..., last): a fixed, fast sample for tests
+    whose claim holds per file and needs no sweep of a whole folder (../shared's folders keep growing)."""
+    paths = sorted(paths)
+    if len(paths) <= n:
+        return paths
+    return [paths[round(i * (len(paths) - 1) / (n - 1))] for i in range(n)] if n > 1 else paths[:1]

@@ -15,6 +15,7 @@ import torch
 
 from latenthdr import io, merge, metrics
 from latenthdr.cli import main
+from conftest import spread_sample
 
 
 def run(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -38,8 +39,8 @@ def hdr_file(tmp_path) -> Path:
 
 
 # --- the round trips the foundation issue asks for -------------------------------------------------------
-def test_bracket_then_merge_returns_every_val_hdr(shared_dir, tmp_path, capsys):
-    files = sorted((shared_dir / "data/hdri/val").glob("*.hdr"))
+def test_bracket_then_merge_returns_val_hdrs(shared_dir, tmp_path, capsys):
+    files = spread_sample((shared_dir / "data/hdri/val").glob("*.hdr"), 3)
     assert files, "no val HDRs"
     for f in files:
         out_dir, exr = tmp_path / f.stem, tmp_path / f"{f.stem}.exr"

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from latenthdr import io
 from latenthdr._exr import luminance_weights
 from latenthdr.errors import InputError, OutputExistsError
+from conftest import spread_sample
 
 HALF_EPS = 2.0**-11  # relative rounding error of IEEE half for normal numbers
 RGBE_TOL = 1.0 / 128  # RGBE: 8-bit mantissas sharing the largest channel's exponent
@@ -97,7 +98,7 @@ def test_radiance_round_trip_within_rgbe_precision_and_channel_order(tmp_path, r
 
 
 def test_val_hdris_read_as_finite_linear_panoramas(shared_dir):
-    paths = sorted((shared_dir / "data" / "hdri" / "val").glob("*.hdr"))
+    paths = spread_sample((shared_dir / "data" / "hdri" / "val").glob("*.hdr"), 4)
     assert paths, "no .hdr files in shared/data/hdri/val"
     for path in paths:
         image = io.read_hdr(path)
