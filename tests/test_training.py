@@ -169,6 +169,46 @@ def test_specs_are_per_sample_and_within_ranges():
             assert (s.height, s.width) == (16, 32)
 
 
+def test_white_balance_jitter_keeps_luminance_and_leaves_other_draws_alone():
+    from latenthdr.response import luminance
+
+    jittered = dataclasses.replace(SAMPLING, white_balance_stops=0.3)
+    plain, shifted = (data.draw_specs(["a.hdr"], 12, seed=1, sampling=s) for s in (SAMPLING, jittered))
+    assert all(p.rgb_gains == (1.0, 1.0, 1.0) for p in plain)
+    assert [dataclasses.replace(s, rgb_gains=(1.0, 1.0, 1.0)) for s in shifted] == plain
+    assert len({s.rgb_gains for s in shifted}) == 12
+    for s in shifted:  # a grey keeps its Rec.709 luminance
+        assert luminance(torch.tensor(s.rgb_gains, dtype=torch.float64)).item() == pytest.approx(1.0, abs=1e-12)
+    pano = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(0)) + 0.05
+    spec = dataclasses.replace(shifted[0], kind="panorama", height=32, width=64, flip=False, yaw_deg=0.0)
+    H, scale = data.render_sample(pano, spec)
+    ratio = H.double().mean(dim=(1, 2)) / (pano.double().mean(dim=(1, 2)) * scale)
+    torch.testing.assert_close(ratio, torch.tensor(spec.rgb_gains, dtype=torch.float64), rtol=1e-5, atol=0)
+    with pytest.raises(InputError, match="white_balance_stops"):
+        data.SamplingConfig(white_balance_stops=-0.1)
+
+
+def test_scene_subsets_are_nested_and_keep_every_view(folders, codec, tmp_path):
+    names = [f"p{i:02d}.hdr" for i in range(20)]
+    subsets = [set(data.scene_subset(names, n, seed=0)) for n in (5, 10, 20)]
+    assert [len(s) for s in subsets] == [5, 10, 20] and subsets[0] < subsets[1] < subsets[2]
+    assert set(data.scene_subset(names, 5, seed=1)) != subsets[0]
+    with pytest.raises(InputError, match="scenes"):
+        data.scene_subset(names, 21, seed=0)
+    cache = data.build_latent_cache(folders / "train", codec, EVS, 9, tmp_path / "cache", 0, SAMPLING)
+    part = data.restrict_to_scenes(cache, ["pano2.hdr"])
+    kept = sorted(int(i) for g in part.groups for i in g.index)
+    assert kept == [s.index for s in cache.specs if s.source == "pano2.hdr"] == [1, 4, 7]
+    for group in part.groups:  # rows move together: z, z0 and the index stay aligned
+        full = next(g for g in cache.groups if g.kind == group.kind)
+        for i, index in enumerate(group.index.tolist()):
+            j = full.index.tolist().index(index)
+            assert torch.equal(group.z[i], full.z[j]) and torch.equal(group.z0[i], full.z0[j])
+    result = th.train_head(_options(folders, steps=2, val_every=2, scenes=1), tmp_path / "run", codec=codec,
+                           command="test")
+    assert result.steps == 2
+
+
 def test_sampling_config_rejects_bad_sizes():
     with pytest.raises(InputError, match="pano_size"):
         data.SamplingConfig(pano_width=100, pano_height=64)

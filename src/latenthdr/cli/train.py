@@ -39,6 +39,10 @@ def _register_head(models) -> None:
     p.add_argument("--crop-size", type=int, default=128, help="perspective crop size, pixels (default 128)")
     p.add_argument("--pano-size", default="256x128", help="whole-panorama sample size WxH, W = 2H (default 256x128)")
     p.add_argument("--pano-fraction", type=float, default=0.3, help="fraction of samples that are panoramas")
+    p.add_argument("--scenes", type=int, default=0, metavar="N",
+                   help="train on the samples of N of the training panoramas only, nested in N (default 0: all)")
+    p.add_argument("--white-balance", type=float, default=0.0, metavar="STOPS",
+                   help="white-balance jitter of training samples: std of a per-channel gain, stops (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="scenes per step, each with every EV (default 8)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak learning rate (default 1e-3)")
     p.add_argument("--steps", type=int, help="optimizer steps; the cosine schedule spans them (default 2000 "
@@ -124,6 +128,8 @@ def head_options(args):
     _int_at_least("--crop-size", args.crop_size, 8, multiple=8)
     pano_w, pano_h = _parse_pano_size(args.pano_size)
     _number_in("--pano-fraction", args.pano_fraction, 0.0, 1.0)
+    _number_in("--white-balance", args.white_balance, 0.0, 2.0)
+    _int_at_least("--scenes", args.scenes, 0)
     for flag, value in (("--batch-size", args.batch_size), ("--val-every", args.val_every),
                         ("--merged-every", args.merged_every),
                         ("--checkpoint-every", args.checkpoint_every)):
@@ -143,8 +149,11 @@ def head_options(args):
         _number_in("--minutes", args.minutes, 0.0, math.inf, open_low=True)
     for flag, folder in (("--data", args.data), ("--val", args.val)):
         data.list_hdr_files(folder, flag)
+    if args.scenes > len(data.list_hdr_files(args.data)):
+        raise InputError("--scenes", f"got {args.scenes}; {args.data} holds {len(data.list_hdr_files(args.data))} "
+                                     "panoramas")
     sampling = data.SamplingConfig(crop_size=args.crop_size, pano_width=pano_w, pano_height=pano_h,
-                                   pano_fraction=args.pano_fraction)
+                                   pano_fraction=args.pano_fraction, white_balance_stops=args.white_balance)
     return HeadTrainOptions(
         codec=args.codec, data=args.data, val=args.val, evs=evs, preset=args.preset, samples=args.samples,
         val_samples=args.val_samples, sampling=sampling, batch_size=args.batch_size, lr=args.lr, steps=steps,
@@ -153,7 +162,7 @@ def head_options(args):
         checkpoint_every=args.checkpoint_every,
         pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, display_weight=args.display_weight,
         unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, seed=args.seed, cache=args.cache,
-        select=args.select)
+        select=args.select, scenes=args.scenes)
 
 
 def head_command(options, out: str) -> str:
@@ -179,6 +188,8 @@ def head_command(options, out: str) -> str:
     parts += ["--select", options.select] if options.select != "last" else []
     parts += ["--unseen-maps"] if options.unseen_maps else []
     parts += ["--frame-channels", options.frame_channels] if options.frame_channels else []
+    parts += ["--white-balance", s.white_balance_stops] if s.white_balance_stops else []
+    parts += ["--scenes", options.scenes] if options.scenes else []
     return shlex.join(str(p) for p in parts)
 
 

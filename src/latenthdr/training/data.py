@@ -4,7 +4,7 @@ Stages (DESIGN.md "Training"):
 1. :func:`draw_specs`: one :class:`SampleSpec` per sample, drawn from a generator seeded by (seed, sample
    index), so a sample does not depend on how many samples, batches or processes there are. Kinds:
    perspective crops (random yaw, pitch, horizontal FoV) and whole panoramas (random yaw, resized with area
-   averaging in linear light); horizontal flips; randomised EV-0 anchoring (METHOD.md "EV-0 anchoring": the
+   averaging in linear light); horizontal flips; white-balance jitter (per-channel gains); randomised EV-0 anchoring (METHOD.md "EV-0 anchoring": the
    clipped fraction is log-uniform, by default in [0.001, 0.1]).
 2. :func:`render_sample`: the anchored linear HDR of one spec; the bracket is METHOD.md's
    (``exposure.synthesize_bracket``, gamma 2.2, 8 bits).
@@ -44,6 +44,9 @@ class SamplingConfig:
     Defaults suit a 2-core CPU: 128x128 crops, 256x128 panoramas. ``pano_fraction``: probability that a
     sample is a whole panorama. FoV is the horizontal field of view, uniform in ``fov_range_deg``; pitch is
     uniform in ``pitch_range_deg``; the EV-0 clipped fraction is log-uniform in ``clipped_fraction_range``.
+    ``white_balance_stops``: standard deviation, in stops, of an independent gain per linear RGB channel
+    (then normalised to keep Rec.709 luminance), as a camera's white balance or a light's colour would shift
+    the scene; 0 turns it off. It acts before anchoring, so it never changes the clipped fraction.
     """
 
     crop_size: int = 128
@@ -54,6 +57,7 @@ class SamplingConfig:
     fov_range_deg: tuple[float, float] = (50.0, 110.0)
     clipped_fraction_range: tuple[float, float] = (0.001, 0.1)
     flip_probability: float = 0.5
+    white_balance_stops: float = 0.0
 
     def __post_init__(self):
         for name in ("pitch_range_deg", "fov_range_deg", "clipped_fraction_range"):
@@ -70,6 +74,8 @@ class SamplingConfig:
         for name in ("pano_fraction", "flip_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(name, f"got {getattr(self, name)}; accepted: a probability in [0, 1]")
+        if not 0.0 <= self.white_balance_stops <= 2.0:
+            raise InputError("white_balance_stops", f"got {self.white_balance_stops}; accepted: 0 to 2 stops")
 
     def check_multiple(self, multiple: int, argument: str = "sampling") -> None:
         """InputError unless every size is a multiple of ``multiple`` (the codec's downscale)."""
@@ -101,6 +107,10 @@ class SampleSpec:
     clipped_fraction: float
     height: int
     width: int
+    rgb_gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        object.__setattr__(self, "rgb_gains", tuple(float(g) for g in self.rgb_gains))  # lists from JSON
 
 
 def list_hdr_files(directory: str | Path, argument: str = "data") -> list[Path]:
@@ -132,9 +142,23 @@ def _draw_spec(index: int, source: str, rng: np.random.Generator, s: SamplingCon
     flip = bool(rng.random() < s.flip_probability)
     lo, hi = (math.log(v) for v in s.clipped_fraction_range)
     clipped = float(math.exp(rng.uniform(lo, hi)))
+    gains = white_balance_gains(rng.standard_normal(3) * s.white_balance_stops)  # drawn last: earlier draws stay
     if panorama:
-        return SampleSpec(index, source, "panorama", yaw, 0.0, 0.0, flip, clipped, s.pano_height, s.pano_width)
-    return SampleSpec(index, source, "crop", yaw, pitch, fov, flip, clipped, s.crop_size, s.crop_size)
+        return SampleSpec(index, source, "panorama", yaw, 0.0, 0.0, flip, clipped, s.pano_height, s.pano_width,
+                          gains)
+    return SampleSpec(index, source, "crop", yaw, pitch, fov, flip, clipped, s.crop_size, s.crop_size, gains)
+
+
+def white_balance_gains(stops: np.ndarray) -> tuple[float, float, float]:
+    """Per-channel linear gains 2^stops [3], scaled so a grey of luminance 1 keeps luminance 1 (Rec.709)."""
+    from latenthdr.response import REC709_LUMA
+
+    stops = np.asarray(stops, dtype=np.float64)
+    if not stops.any():
+        return (1.0, 1.0, 1.0)
+    gains = np.exp2(stops)
+    gains /= float(np.dot(REC709_LUMA, gains))
+    return tuple(float(g) for g in gains)
 
 
 def render_sample(pano: torch.Tensor, spec: SampleSpec) -> tuple[torch.Tensor, float]:
@@ -157,6 +181,8 @@ def render_sample(pano: torch.Tensor, spec: SampleSpec) -> tuple[torch.Tensor, f
                                                 spec.height, spec.width)
     if spec.flip:
         view = view.flip(-1)
+    if spec.rgb_gains != (1.0, 1.0, 1.0):
+        view = view * torch.tensor(spec.rgb_gains, dtype=view.dtype)[:, None, None]
     try:
         H, scale = exposure.anchor(view.clamp_min(0.0), clipped_fraction=spec.clipped_fraction)
     except InputError:
@@ -226,6 +252,27 @@ class LatentCache:
 
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
+
+
+def scene_subset(sources: list[str], n_scenes: int, seed: int) -> list[str]:
+    """The first ``n_scenes`` of ``sources`` in an order shuffled by ``seed``: nested for growing n (the
+    14 scenes of n = 14 are among the 28 of n = 28), so a curve against the scene count compares like with like."""
+    if isinstance(n_scenes, bool) or not isinstance(n_scenes, int) or not 1 <= n_scenes <= len(sources):
+        raise InputError("scenes", f"got {n_scenes!r}; accepted: 1 to {len(sources)} (the training panoramas)")
+    order = np.random.default_rng([seed, 0x5CE7E]).permutation(len(sources))
+    return sorted(sorted(sources)[i] for i in order[:n_scenes])
+
+
+def restrict_to_scenes(cache: LatentCache, sources: list[str]) -> LatentCache:
+    """The cache with only the samples drawn from ``sources`` (file names), every view of them kept."""
+    keep = {spec.index for spec in cache.specs if spec.source in set(sources)}
+    groups = []
+    for group in cache.groups:
+        rows = torch.tensor([int(i) in keep for i in group.index], dtype=torch.bool)
+        if rows.any():
+            groups.append(LatentGroup(group.kind, group.index[rows], group.z[rows], group.z0[rows],
+                                      None if group.hdr is None else group.hdr[rows]))
+    return LatentCache(cache.directory, cache.manifest, groups)
 
 
 def draw_batch(cache: LatentCache, batch_size: int, seed: int, step: int, stream: int = 0):

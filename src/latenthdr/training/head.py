@@ -26,7 +26,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -51,7 +51,8 @@ class HeadTrainOptions:
     K EVs). steps/minutes: limits (at least one). val_every: steps between validations; merged-HDR metrics
     (decode + merge, slow on CPU) every ``merged_every`` validations and at the end, on the first
     ``merged_samples`` val samples. checkpoint_every: steps between checkpoints. cache: cache folder (default
-    RUN_DIR/cache).
+    RUN_DIR/cache). scenes: train on the samples of this many training panoramas only (``data.scene_subset``,
+    nested in the count; 0: all), every view of them kept: the cache is shared by every scene count.
     """
 
     codec: str
@@ -83,6 +84,7 @@ class HeadTrainOptions:
     seed: int = 0
     cache: str | None = None
     select: str = "last"
+    scenes: int = 0
 
     def __post_init__(self):
         from latenthdr import exposure
@@ -91,6 +93,8 @@ class HeadTrainOptions:
         if len(evs) < 2:
             raise InputError("evs", f"got {evs}; accepted: a ladder of at least 2 EVs")
         object.__setattr__(self, "evs", evs)
+        if isinstance(self.scenes, bool) or not isinstance(self.scenes, int) or self.scenes < 0:
+            raise InputError("scenes", f"got {self.scenes!r}; accepted: an integer >= 0 (0: every scene)")
         loop.check_positive_ints(self, ("samples", "batch_size", "val_every", "merged_every", "checkpoint_every",
                                         "pixel_evs_per_scene"))
         if isinstance(self.frame_channels, bool) or not isinstance(self.frame_channels, int) or self.frame_channels < 0:
@@ -244,6 +248,10 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     acc.wait_for_everyone()
     if not acc.is_main_process:
         caches, build_s = _open_caches(options, run_dir), {}
+    if options.scenes:
+        sources = sorted({spec.source for spec in caches["train"].specs})
+        caches["train"] = data.restrict_to_scenes(caches["train"],
+                                                  data.scene_subset(sources, options.scenes, options.seed))
     step_fn = HeadStep(caches["train"], options.batch_size, options.seed, options.pixel_loss, codec,
                        options.pixel_evs_per_scene, options.unknown_weight, display_channel_weights(codec, options),
                        options.unseen_maps, options.frame_channels > 0)
@@ -277,8 +285,10 @@ def _build_caches(options: HeadTrainOptions, run_dir: Path, codec, overwrite: bo
         jobs.append(("val", options.val, options.val_samples, True))
     for name, folder, n, keep_hdr in jobs:
         start = time.monotonic()
+        # validation scenes keep their own colours: augmentation is for what the head learns from
+        sampling = options.sampling if name == "train" else replace(options.sampling, white_balance_stops=0.0)
         caches[name] = data.build_latent_cache(folder, codec, options.evs, n, root / name, options.seed,
-                                               options.sampling, keep_hdr=keep_hdr, rebuild=overwrite,
+                                               sampling, keep_hdr=keep_hdr, rebuild=overwrite,
                                                progress=progress)
         build_s[name] = round(time.monotonic() - start, 3)
     return caches, build_s
