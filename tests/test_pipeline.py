@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from latenthdr import exposure, io, response, scenes
+from latenthdr import exposure, io, merge, response, scenes
 from latenthdr.cli import main
 from latenthdr.errors import InputError
 from latenthdr.models.codecs import TinyCodec
@@ -70,12 +70,15 @@ def test_odd_sizes_and_panorama_detection(pipe):
     assert not pipe(ldr_image(32, 64), evs=EVS, panorama="off").panorama
 
 
-def test_blend_keeps_the_input_where_it_is_well_exposed(pipe):
+def test_the_default_merge_keeps_the_input_where_it_is_well_exposed(pipe):
     image = ldr_image()
-    out = pipe(image, evs=EVS, blend=True)
+    out = pipe(image, evs=EVS)  # blend=True is the default for image input
     linear = response.decode(image)
     inside = ((image > 0.12) & (image < 0.88)).all(dim=0)  # alpha is 0 there
     assert torch.allclose(out.hdr[0][:, inside], linear[:, inside], rtol=1e-4, atol=1e-6)
+    decoded_only = pipe(image, evs=EVS, blend=False)  # the paper's merge: the decoded frames alone
+    assert torch.allclose(decoded_only.hdr, merge.merge_bracket(decoded_only.brackets[0], EVS).hdr[None])
+    assert not torch.allclose(decoded_only.hdr[0][:, inside], linear[:, inside], rtol=1e-4, atol=1e-6)
 
 
 def test_wrong_space_head_and_bad_images_are_refused(codec, pipe):
@@ -167,8 +170,9 @@ def test_convert_writes_exr_previews_and_sidecar(model_files, tmp_path, capsys):
     cv2.imwrite(str(src), np.rint(ldr_image(40, 80).permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
     out = tmp_path / "photo.exr"
     code, report, err = run(capsys, "convert", src, "-o", out, "--codec", model_files / "vae",
-                            "--head", model_files / "head.safetensors", "--evs", "-2:2:1", "--blend")
+                            "--head", model_files / "head.safetensors", "--evs", "-2:2:1")
     assert code == 0, err
+    assert report["merge"] == "input-preserving"
     for path in report["output"].values():
         assert (tmp_path / path).exists() or __import__("pathlib").Path(path).exists()
     sidecar = json.loads(out.with_suffix(".json").read_text())
@@ -181,6 +185,15 @@ def test_convert_writes_exr_previews_and_sidecar(model_files, tmp_path, capsys):
     code, _, err = run(capsys, "convert", src, "-o", out, "--codec", model_files / "vae",
                        "--head", model_files / "head.safetensors")
     assert code == 2 and "--overwrite" in err
+    paper = tmp_path / "paper.exr"
+    code, report, err = run(capsys, "convert", src, "-o", paper, "--codec", model_files / "vae", "--head",
+                            model_files / "head.safetensors", "--evs", "-2:2:1", "--decoded-only", "--no-previews")
+    assert code == 0 and report["merge"] == "decoded-only", err
+    assert io.exr_metadata(io.read_hdr(paper).header)["merge"] == "decoded-only"
+    assert not np.allclose(io.read_hdr(paper).pixels, image.pixels)
+    code, _, err = run(capsys, "convert", src, "-o", tmp_path / "x.exr", "--codec", model_files / "vae",
+                       "--head", model_files / "head.safetensors", "--decoded-only", "--blend")
+    assert code == 2 and "--decoded-only" in err
 
 
 def test_convert_bad_inputs(model_files, tmp_path, capsys):
@@ -206,33 +219,47 @@ def test_convert_bad_inputs(model_files, tmp_path, capsys):
 
 
 def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
-    data = tmp_path / "hdr"
-    data.mkdir()
+    data, photos = tmp_path / "panos" / "val", tmp_path / "photos" / "val"
+    for folder in (data, photos):
+        folder.mkdir(parents=True)
     for seed in range(2):
         H = scenes.sky_panorama(32, 64, sun_yaw_deg=40 * seed, seed=seed)
         io.write_hdr(data / f"s{seed}.hdr", io.to_numpy(H))
-    code, report, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "0.03,0.05", "--evs", "-4:2:2",
-                            "--codec", model_files / "vae", "--head", model_files / "head.safetensors",
+    io.write_hdr(photos / "p.hdr", io.to_numpy(scenes.sky_panorama(48, 96, seed=7)[:, 8:40, 20:60]))  # 40x32
+    code, report, err = run(capsys, "bench", "l2h", "--data", data, "--data", photos, "--clip", "0.03,0.05",
+                            "--evs", "-4:2:2", "--codec", model_files / "vae", "--head", model_files / "head.safetensors",
                             "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
     assert code == 0, err
-    methods = {(e["clip_fraction"], e["method"]) for e in report["summary"]}
-    assert methods == {(c, m) for c in (0.03, 0.05) for m in ("input", "oracle", "head", "head+blend")}
+    methods = {(e["dataset"], e["clip_fraction"], e["method"]) for e in report["summary"]}
+    assert methods == {(d, c, m) for d in ("panos/val", "photos/val", "all") for c in (0.03, 0.05)
+                       for m in ("input", "oracle", "head", "decoded-only")}
+    pooled = next(e for e in report["summary"] if e["dataset"] == "all" and e["method"] == "head"
+                  and e["clip_fraction"] == 0.03)
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    gains = {r["image"]: r["pu21_psnr"] for r in rows if r["method"] == "head" and r["clip_fraction"] == 0.03}
+    base = {r["image"]: r["pu21_psnr"] for r in rows if r["method"] == "input" and r["clip_fraction"] == 0.03}
+    worst = min(gains, key=lambda k: gains[k] - base[k])
+    assert pooled["n"] == 3 and pooled["worst_image"] == worst
+    assert pooled["worst_psnr_gain_db"] == pytest.approx(gains[worst] - base[worst])
+    assert pooled["pu21_psnr"] == pytest.approx(sum(gains.values()) / 3)
+    report["summary"] = [e for e in report["summary"] if e["dataset"] == "panos/val"]
     oracle = next(e for e in report["summary"] if e["method"] == "oracle" and e["clip_fraction"] == 0.05)
     assert oracle["clipped_error_ratio"] < 1.0  # the true bracket beats the clipped input where it clips
-    rows = [r for r in json.loads((tmp_path / "r.json").read_text())["rows"]
-            if r["method"] == "input" and r["clip_fraction"] == 0.05]
+    rows = [r for r in rows if r["method"] == "input" and r["clip_fraction"] == 0.05 and r["dataset"] == "panos/val"]
     inp = next(e for e in report["summary"] if e["method"] == "input" and e["clip_fraction"] == 0.05)
     assert inp["stops_abs_error"] == pytest.approx(sum(abs(r["stops"] - r["ref_stops"]) for r in rows) / len(rows))
     assert oracle["stops_abs_error"] < inp["stops_abs_error"]
-    assert "| 5% | oracle |" in (tmp_path / "r.md").read_text()
+    markdown = (tmp_path / "r.md").read_text()
+    assert "| panos/val | 5% | oracle |" in markdown and f"| photos/val | p | 3% |" in markdown
     head = next(e for e in report["summary"] if e["method"] == "head" and e["clip_fraction"] == 0.05)
     assert len(head["latent_mse_per_ev"]) == 4  # EV 0: the target is z0 itself (up to float rounding)
     assert head["identity_latent_mse_per_ev"][2] == pytest.approx(0.0, abs=1e-9)
     assert head["identity_over_head"] == pytest.approx(head["identity_latent_mse"] / head["latent_mse"])
-    assert "identity_over_head" not in inp and f"= {head['identity_over_head']:.2f}x |" in (tmp_path / "r.md").read_text()
-    code, _, err = run(capsys, "bench", "l2h", "--data", data, "--clip", "1.5", "--codec", model_files / "vae",
-                       "--head", model_files / "head.safetensors")
-    assert code == 2 and "--clip" in err
+    assert "identity_over_head" not in inp and f"= {head['identity_over_head']:.2f}x |" in markdown
+    for bad, flag in ((["--clip", "1.5"], "--clip"), (["--data", data], "--data"), (["--max-side", "4"], "--max-side")):
+        code, _, err = run(capsys, "bench", "l2h", "--data", data, "--codec", model_files / "vae",
+                           "--head", model_files / "head.safetensors", *bad)
+        assert code == 2 and flag in err, (bad, err)
 
 
 def test_latent_errors_compare_the_head_with_the_identity():
@@ -243,8 +270,8 @@ def test_latent_errors_compare_the_head_with_the_identity():
     errors = l2h.latent_errors(targets + 0.5, z0, targets)
     assert errors["latent_mse"] == pytest.approx([0.25] * 3)
     assert errors["identity_latent_mse"] == pytest.approx([4.0, 0.0, 1.0])
-    rows = [{"stops": 1.0, "ref_stops": 1.0, "pu21_psnr": 1.0, "clipped_rms_stops": 1.0, "clip_fraction": 0.03,
-             "method": m, **(errors if m == "head" else {})} for m in ("input", "head")]
+    rows = [{"image": "a", "stops": 1.0, "ref_stops": 1.0, "pu21_psnr": 1.0, "clipped_rms_stops": 1.0,
+             "clip_fraction": 0.03, "method": m, **(errors if m == "head" else {})} for m in ("input", "head")]
     head = next(e for e in l2h.summarise(rows) if e["method"] == "head")
     assert head["identity_over_head"] == pytest.approx((5.0 / 3) / 0.25)
 

@@ -104,7 +104,7 @@ class LatentHDRPipeline:
         image: torch.Tensor | None = None,
         evs: str | Sequence[float] = exposure.DEFAULT_LADDER,
         panorama: str | bool = "auto",
-        blend: bool = False,
+        blend: bool = True,
         *,
         prompt: str | Sequence[str] | None = None,
         **generate_options,
@@ -112,8 +112,9 @@ class LatentHDRPipeline:
         """Image to HDR, or text to HDR with ``prompt=`` (then :meth:`generate` with ``generate_options``).
 
         image: [B, 3, H, W] or [3, H, W] float display-encoded (``self.curve``) in [0, 1] (the EV-0 frame).
-        panorama: "auto" (2:1 aspect), True or False. blend: keep the input where it is well exposed and let the
-        predicted frames speak only where it clips (``merge.merge_with_input``)."""
+        panorama: "auto" (2:1 aspect), True or False. blend: True (the default, our best) keeps the input where
+        it is well exposed and lets the predicted frames speak only where it clips or is black
+        (``merge.merge_with_input``); False is the paper's merge of the decoded frames alone (METHOD.md Eq. 9)."""
         if (image is None) == (prompt is None):
             raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
         if prompt is not None:

@@ -7,7 +7,9 @@ For each reference HDR and each clipped fraction c:
    (``metrics.align_scale``), then score: stops (METHOD.md), PU21-PSNR (SI-HDR peak mapping, 4000 cd/m2) and the
    RMS error in stops of luminance over the input's clipped pixels (any channel at code 255).
 Methods: ``input`` (the linearised input: no expansion), ``oracle`` (the true bracket merged: the ceiling for any
-head), and whatever reconstructions the caller passes (the head, with and without the input-preserving blend).
+head), and whatever reconstructions the caller passes (the head with the input-preserving merge, our default, and
+with the paper's decoded-only merge). Cases carry the folder they came from; ``summarise`` reports per folder and
+pooled, with each method's worst image against its linearised input.
 A method may also return scores of its own with its reconstruction: the head reports its latent error against the
 identity baseline (``latent_errors``), which ``summarise`` pools over images.
 """
@@ -27,19 +29,21 @@ from latenthdr import exposure, merge, metrics, response
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark input. ref: [3,H,W] linear anchored reference; ldr: [3,H,W] 8-bit gamma-2.2 input."""
+    """One benchmark input. ref: [3,H,W] linear anchored reference; ldr: [3,H,W] 8-bit gamma-2.2 input.
+    ``dataset``: the folder it came from (results are reported per folder and pooled)."""
 
     name: str
     clip_fraction: float
     ref: torch.Tensor
     ldr: torch.Tensor
+    dataset: str = ""
 
 
-def make_case(name: str, H: torch.Tensor, clip_fraction: float) -> Case:
+def make_case(name: str, H: torch.Tensor, clip_fraction: float, dataset: str = "") -> Case:
     """Anchor ``H`` [3,H,W] so ``clip_fraction`` of its pixels clip at EV 0 and make the 8-bit input."""
     ref, _ = exposure.anchor(H, clipped_fraction=clip_fraction)
     ldr = exposure.synthesize_bracket(ref, [0.0], curve="gamma2.2", bits=8)[0]
-    return Case(name, clip_fraction, ref, ldr)
+    return Case(name, clip_fraction, ref, ldr, dataset)
 
 
 # (case, evs) -> hdr [3,H,W] from case.ldr alone, or (hdr, extra scores of the method for this case)
@@ -102,21 +106,30 @@ def run(
         preds.update({name: fn(case, evs) for name, fn in methods.items()})
         for method, pred in preds.items():
             pred, extra = pred if isinstance(pred, tuple) else (pred, {})
-            rows.append({"image": case.name, "clip_fraction": case.clip_fraction, "method": method,
+            rows.append({"dataset": case.dataset, "image": case.name, "clip_fraction": case.clip_fraction,
+                         "method": method,
                          "ref_stops": metrics.stops(case.ref), **score(pred, case), **extra})
         if progress is not None:
             progress(case)
     return rows
 
 
+POOLED = "all"  # the dataset label of the rows pooled over every folder
+
+
 def summarise(rows: Sequence[dict]) -> list[dict]:
-    """Mean of each metric per (clip fraction, method), with each method's gain over the linearised input."""
+    """Mean of each metric per (dataset, clip fraction, method), and pooled over the datasets when there are
+    several (dataset ``POOLED``: every image has the same weight); each method's gain over the linearised input,
+    and its worst image: the lowest PU21-PSNR gain over the same image's linearised input."""
+    datasets = list(dict.fromkeys(r.get("dataset", "") for r in rows))
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["clip_fraction"], row["method"]), []).append(row)
+        keys = [row.get("dataset", "")] + ([POOLED] if len(datasets) > 1 else [])
+        for dataset in keys:
+            groups.setdefault((dataset, row["clip_fraction"], row["method"]), []).append(row)
     table = []
-    for (clip, method), group in groups.items():
-        entry = {"clip_fraction": clip, "method": method, "n": len(group)}
+    for (dataset, clip, method), group in groups.items():
+        entry = {"dataset": dataset, "clip_fraction": clip, "method": method, "n": len(group)}
         for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops", "seam_stops", "adjacent_stops"):
             values = [r[key] for r in group if key in r and math.isfinite(r[key])]
             entry[key] = statistics.fmean(values) if values else float("nan")
@@ -126,10 +139,26 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
             entry.update(_pooled_latent_errors(group))
         table.append(entry)
     for entry in table:
-        base = next(e for e in table if e["clip_fraction"] == entry["clip_fraction"] and e["method"] == "input")
+        key = (entry["dataset"], entry["clip_fraction"])
+        base = next(e for e in table if (e["dataset"], e["clip_fraction"]) == key and e["method"] == "input")
         entry["psnr_gain_db"] = entry["pu21_psnr"] - base["pu21_psnr"]
         entry["clipped_error_ratio"] = entry["clipped_rms_stops"] / base["clipped_rms_stops"]
+        gains = per_image_gains(groups[(*key, entry["method"])], groups[(*key, "input")])
+        worst = min(gains, key=lambda g: g["psnr_gain_db"])
+        entry.update(worst_image=worst["image"], worst_psnr_gain_db=worst["psnr_gain_db"])
     return table
+
+
+def per_image_gains(method_rows: Sequence[dict], input_rows: Sequence[dict]) -> list[dict]:
+    """Per image: the method's PU21-PSNR gain over the linearised input and its clipped error ratio."""
+    inputs = {(r.get("dataset", ""), r["image"]): r for r in input_rows}
+    gains = []
+    for row in method_rows:
+        base = inputs[(row.get("dataset", ""), row["image"])]
+        ratio = row["clipped_rms_stops"] / base["clipped_rms_stops"] if base["clipped_rms_stops"] else float("nan")
+        gains.append({"dataset": row.get("dataset", ""), "image": row["image"], "clip_fraction": row["clip_fraction"],
+                      "psnr_gain_db": row["pu21_psnr"] - base["pu21_psnr"], "clipped_error_ratio": ratio})
+    return gains
 
 
 def _pooled_latent_errors(group: Sequence[dict]) -> dict:
@@ -144,16 +173,35 @@ def _pooled_latent_errors(group: Sequence[dict]) -> dict:
 
 def markdown_table(table: Sequence[dict]) -> str:
     """The summary as a Markdown table (for docs/)."""
-    lines = ["| clip | method | n | stops (ref) | per-image stops error | PU21-PSNR dB | vs input dB | clipped RMS "
-             "stops | vs input | seam / adjacent (stops) | latent error: identity / head |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | clip | method | n | stops (ref) | per-image stops error | PU21-PSNR dB | vs input dB | "
+             "worst image vs input dB | clipped RMS stops | vs input | seam / adjacent (stops) | "
+             "latent error: identity / head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
-            f"| {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | {e['stops']:.2f} ({e['ref_stops']:.2f}) | "
-            f"{e['stops_abs_error']:.2f} | "
-            f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['clipped_rms_stops']:.3f} | "
-            f"{e['clipped_error_ratio']:.2f}x | {e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} | "
+            f"| {e['dataset']} | {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | "
+            f"{e['stops']:.2f} ({e['ref_stops']:.2f}) | {e['stops_abs_error']:.2f} | "
+            f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['worst_psnr_gain_db']:+.2f} ({e['worst_image']}) | "
+            f"{e['clipped_rms_stops']:.3f} | {e['clipped_error_ratio']:.2f}x | "
+            f"{e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} | "
             + (f"{e['identity_latent_mse']:.4f} / {e['latent_mse']:.4f} = {e['identity_over_head']:.2f}x |"
                if "latent_mse" in e else "|")
         )
+    return "\n".join(lines)
+
+
+def markdown_per_image(rows: Sequence[dict], methods: Sequence[str]) -> str:
+    """Per image and clip fraction: the linearised input's PU21-PSNR and each method's gain over it (dB) and
+    clipped-error ratio, worst first by the first method's gain."""
+    inputs = [r for r in rows if r["method"] == "input"]
+    columns = {m: {(g["dataset"], g["image"], g["clip_fraction"]): g
+                   for g in per_image_gains([r for r in rows if r["method"] == m], inputs)} for m in methods}
+    header = "| data | image | clip | input PU21 dB | " + " | ".join(f"{m} vs input dB / clipped" for m in methods)
+    lines = [header + " |", "|" + "---|" * (4 + len(methods))]
+    keys = sorted(columns[methods[0]], key=lambda k: columns[methods[0]][k]["psnr_gain_db"])
+    base = {(r.get("dataset", ""), r["image"], r["clip_fraction"]): r["pu21_psnr"] for r in inputs}
+    for key in keys:
+        cells = [f"{columns[m][key]['psnr_gain_db']:+.2f} / {columns[m][key]['clipped_error_ratio']:.2f}x"
+                 for m in methods]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]:.0%} | {base[key]:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

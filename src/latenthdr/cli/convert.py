@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -17,8 +18,10 @@ def register(sub) -> None:
     p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
     p.add_argument("--panorama", default="auto", choices=("auto", "on", "off"),
                    help="equirectangular handling (seamless wrap); auto = 2:1 aspect")
-    p.add_argument("--blend", action="store_true",
-                   help="keep the input where it is well exposed; predicted frames fill clipped and black areas")
+    p.add_argument("--decoded-only", action="store_true",
+                   help="the paper's merge of the decoded frames alone (default: keep the input where it is well "
+                        "exposed; predicted frames fill its clipped and black areas)")
+    p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2; still accepted
     p.add_argument("--input-curve", default="srgb", choices=("srgb", "gamma2.2"),
                    help="display curve of an LDR input (default srgb, as cameras and the web use)")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
@@ -34,6 +37,11 @@ def output_paths(output: str, previews: bool) -> dict[str, Path]:
     if previews:
         paths.update(preview=exr.with_suffix(".preview.png"), bracket=exr.with_suffix(".bracket.png"))
     return paths
+
+
+def merge_name(blend: bool) -> str:
+    """How the HDR was merged, for the JSON sidecar and EXR metadata."""
+    return "input-preserving" if blend else "decoded-only"
 
 
 def load_input(path: str, input_curve: str):
@@ -53,6 +61,7 @@ def load_input(path: str, input_curve: str):
 
 def run_convert(args) -> int:
     from latenthdr import exposure, io, metrics, tonemap
+    from latenthdr.errors import InputError
     from latenthdr.pipeline import LatentHDRPipeline
 
     started = time.perf_counter()
@@ -65,15 +74,18 @@ def run_convert(args) -> int:
     t0 = time.perf_counter()
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
     load_s = time.perf_counter() - t0
-    out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=args.blend)
+    if args.blend and args.decoded_only:
+        raise InputError("--decoded-only", "cannot be combined with --blend (the input-preserving merge)")
+    blend = not args.decoded_only
+    out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
     t0 = time.perf_counter()
     models = pipe.describe(args.head)
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
-              "panorama": out.panorama, "blend": args.blend, "models": models, "plow": out.plow[0],
+              "panorama": out.panorama, "merge": merge_name(blend), "models": models, "plow": out.plow[0],
               "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:])}
     io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=args.overwrite,
-                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "blend": args.blend,
+                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "merge": merge_name(blend),
                            "head": models["head"] or "", "scale": "relative: 1.0 = the input's clipping level"})
     if not args.no_previews:
         preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))

@@ -2,7 +2,8 @@
 
 It renders a procedural daylight panorama (``scenes.sky_panorama``, about 20 stops, so the truth is known),
 takes its 8-bit gamma-2.2 exposure with 3% of the pixels clipped as "the photo" (written as input.png), and runs
-exactly what ``latenthdr convert input.png -o hdr.exr --blend`` runs: encode, one batched head pass, decode, merge.
+exactly what ``latenthdr convert input.png -o hdr.exr`` runs: encode, one batched head pass, decode, and the
+input-preserving merge (the default).
 It writes the HDR, a tone-mapped preview, the bracket's contact sheet and a JSON sidecar, then reports the
 stage timings and how far the HDR is from the truth next to the linearised photo.
 """
@@ -51,11 +52,12 @@ def run_demo(args) -> int:
     io.write_png(paths["input.png"], io.to_numpy(case.ldr), overwrite=args.overwrite)
     io.write_exr(paths["truth.exr"], io.to_numpy(case.ref), panorama=True, overwrite=args.overwrite)
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
-    result = pipe(case.ldr, evs=evs, blend=True)
+    result = pipe(case.ldr, evs=evs)
     hdr = result.hdr[0]
     t0 = time.perf_counter()
     io.write_exr(paths["hdr.exr"], io.to_numpy(hdr), panorama=True, overwrite=args.overwrite,
-                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "blend": True})
+                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
+                           "merge": "input-preserving"})
     preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
     io.write_png(paths["hdr.preview.png"], io.to_numpy(preview), overwrite=args.overwrite)
     sheet = tonemap.contact_sheet(result.brackets[0], [f"EV {e:+g}" for e in evs], columns=7)
