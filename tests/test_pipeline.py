@@ -235,7 +235,7 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
                        for m in ("input", "oracle", "head", "decoded-only")}
     pooled = next(e for e in report["summary"] if e["dataset"] == "all" and e["method"] == "head"
                   and e["clip_fraction"] == 0.03)
-    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    all_rows = rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     gains = {r["image"]: r["pu21_psnr"] for r in rows if r["method"] == "head" and r["clip_fraction"] == 0.03}
     base = {r["image"]: r["pu21_psnr"] for r in rows if r["method"] == "input" and r["clip_fraction"] == 0.03}
     worst = min(gains, key=lambda k: gains[k] - base[k])
@@ -251,6 +251,9 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     assert oracle["stops_abs_error"] < inp["stops_abs_error"]
     markdown = (tmp_path / "r.md").read_text()
     assert "| panos/val | 5% | oracle |" in markdown and f"| photos/val | p | 3% |" in markdown
+    for clip in (0.03, 0.05):  # the per-image table compares each image with its own input at the same clip
+        pu = {r["method"]: r["pu21_psnr"] for r in all_rows if r["image"] == "p" and r["clip_fraction"] == clip}
+        assert f"| photos/val | p | {clip:.0%} | {pu['input']:.2f} | {pu['head'] - pu['input']:+.2f} / " in markdown
     head = next(e for e in report["summary"] if e["method"] == "head" and e["clip_fraction"] == 0.05)
     assert len(head["latent_mse_per_ev"]) == 4  # EV 0: the target is z0 itself (up to float rounding)
     assert head["identity_latent_mse_per_ev"][2] == pytest.approx(0.0, abs=1e-9)

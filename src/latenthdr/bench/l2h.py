@@ -151,10 +151,10 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
 
 def per_image_gains(method_rows: Sequence[dict], input_rows: Sequence[dict]) -> list[dict]:
     """Per image: the method's PU21-PSNR gain over the linearised input and its clipped error ratio."""
-    inputs = {(r.get("dataset", ""), r["image"]): r for r in input_rows}
+    inputs = {(r.get("dataset", ""), r["image"], r["clip_fraction"]): r for r in input_rows}
     gains = []
     for row in method_rows:
-        base = inputs[(row.get("dataset", ""), row["image"])]
+        base = inputs[(row.get("dataset", ""), row["image"], row["clip_fraction"])]
         ratio = row["clipped_rms_stops"] / base["clipped_rms_stops"] if base["clipped_rms_stops"] else float("nan")
         gains.append({"dataset": row.get("dataset", ""), "image": row["image"], "clip_fraction": row["clip_fraction"],
                       "psnr_gain_db": row["pu21_psnr"] - base["pu21_psnr"], "clipped_error_ratio": ratio})
