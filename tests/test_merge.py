@@ -313,3 +313,68 @@ def test_debevec_leaves_no_matplotlib_stand_ins_behind():
     photographs._import_colour_hdri()
     assert not any(isinstance(m, mock.Mock) for m in list(sys.modules.values()))
     importlib.util.find_spec("matplotlib")  # raised "matplotlib.__spec__ is not set" with the stand-ins in place
+
+
+# ------------------------------------------------------------------------- input-preserving merge (l2h)
+def _highlight_scene(size: int = 64, peak_stops: float = 3.0, slope: float = 0.125) -> torch.Tensor:
+    """A grey scene [3, size, size] whose log2 radiance rises linearly (``slope`` stops per pixel) to a peak of
+    2^peak_stops at the centre: a smooth highlight whose top clips at EV 0."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
+                            indexing="ij")
+    r = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+    return torch.exp2(peak_stops - slope * r).float().expand(3, size, size).clone()
+
+
+def test_input_merge_keeps_the_input_and_takes_true_frames_where_it_clips():
+    H = _highlight_scene()
+    evs = (-4.0, -2.0, 0.0, 2.0)
+    image = exposure.synthesize_bracket(H, [0.0])[0]
+    out = merge.merge_with_input(image, exposure.synthesize_bracket(H, evs), evs).hdr
+    well = ((image > 0.12) & (image < 0.88)).all(dim=0)
+    torch.testing.assert_close(out[:, well], response.decode(image)[:, well], rtol=1e-5, atol=1e-7)
+    clipped = (image >= 1.0).any(dim=0)
+    assert clipped.sum() > 50  # the top of the highlight, up to 8x the clip level
+    log_error = (out[:, clipped] / H[:, clipped]).log2().abs()
+    assert log_error.max() < 0.05  # the true frames recover it within quantisation
+
+
+def test_highlight_shrink_scales_the_predicted_excess_in_log_space():
+    H = _highlight_scene()
+    evs = (-4.0, -2.0, 0.0, 2.0)
+    image, y = exposure.synthesize_bracket(H, [0.0])[0], exposure.synthesize_bracket(H, evs)
+    full = merge.merge_with_input(image, y, evs).hdr
+    half = merge.merge_with_input(image, y, evs, highlight_shrink=0.5).hdr
+    c = float(response.decode(torch.tensor(1.0 - 0.5 / 255)))
+    top = full.amax(dim=0) > 2 * c
+    torch.testing.assert_close((half[:, top] / c).log2(), 0.5 * (full[:, top] / c).log2(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="highlight_shrink"):
+        merge.merge_with_input(image, y, evs, highlight_shrink=0.0)
+
+
+def test_rim_bound_follows_the_rise_around_a_clipped_region():
+    smooth = exposure.synthesize_bracket(_highlight_scene(peak_stops=3.0, slope=0.125), [0.0])[0]
+    bound = merge.rim_excess_bound(smooth)
+    assert bound.max().item() == pytest.approx(3.0, rel=0.15)  # 24 px radius at 1/8 stop per pixel
+    assert (bound[~(smooth >= 1.0).any(dim=0)] == 0).all()
+    flat = torch.full((3, 32, 32), 0.9)
+    flat[:, 8:24, 8:24] = 1.0  # a plateau a little below the clip, and a clipped square on it: no rise
+    assert merge.rim_excess_bound(flat).max().item() < 0.05
+
+
+def test_rim_bound_caps_the_prediction_keeps_its_hue_and_wraps_panoramas():
+    H = _highlight_scene()
+    evs = (-4.0, -2.0, 0.0, 2.0)
+    image = exposure.synthesize_bracket(H, [0.0])[0]
+    y = exposure.synthesize_bracket(H * torch.tensor([6.0, 4.0, 3.0])[:, None, None], evs)  # a tinted overshoot
+    capped = merge.merge_with_input(image, y, evs, rim_bound=0.5).hdr
+    c = float(response.decode(torch.tensor(1.0 - 0.5 / 255)))
+    cap = c * torch.exp2(0.5 * merge.rim_excess_bound(image))
+    assert (capped.amax(dim=0) <= cap * (1 + 1e-5)).all()
+    free = merge.merge_with_input(image, y, evs).hdr
+    top = (free.amax(dim=0) > 2 * cap) & (capped.amin(dim=0) > 1.01 * c)  # capped, and no channel at its floor
+    assert top.sum() > 20
+    torch.testing.assert_close(capped[:, top] / capped[0:1, top], free[:, top] / free[0:1, top], rtol=1e-4, atol=0)
+    pano = torch.cat([image, image], dim=-1)  # 64x128: a 2:1 panorama with two highlights
+    rolled = torch.roll(pano, 37, dims=-1)  # one of them crosses the +-180 degree seam
+    torch.testing.assert_close(merge.rim_excess_bound(rolled, panorama=True),
+                               torch.roll(merge.rim_excess_bound(pano, panorama=True), 37, dims=-1))

@@ -230,6 +230,9 @@ def merge_with_input(
     high: float = 0.98,
     knee_high: float = 0.1,
     knee_low: float = 0.0,
+    highlight_shrink: float = 1.0,
+    rim_bound: float | None = None,
+    panorama: bool = False,
 ) -> MergeResult:
     """Input-preserving image-to-HDR merge (METHOD.md "v1" post-process, as LEDiff / HDRCNN, with calibration).
 
@@ -241,6 +244,10 @@ def merge_with_input(
        off); H = (1 - alpha) R_in + alpha H_pred;
     4. physical bounds: an unclipped 8-bit input channel pins the radiance to its quantisation bin
        [decode(y - 0.5/255), decode(y + 0.5/255)], a clipped one to at least decode(1 - 0.5/255).
+    ``highlight_shrink`` s in (0, 1] scales the predicted excess over the clip level c in log space before step 3:
+    H_pred -> c (H_pred / c)^s where H_pred > c (1: the head's prediction as it is).
+    ``rim_bound`` kappa (None: off) caps the predicted excess inside each clipped region by what the input shows
+    around it: log2(H_pred / c) <= kappa g d (``rim_excess_bound``; ``panorama``: regions wrap at +-180 degrees).
     image: [B, 3, H, W] or [3, H, W] display-encoded 8-bit input; y: [B, K, 3, H, W] (or [K, 3, H, W]) predicted
     frames; evs: their K EVs. Returns a MergeResult whose plow / phigh are those of H_pred's merge.
     """
@@ -249,19 +256,33 @@ def merge_with_input(
     if image.shape[-3:] != y.shape[-3:] or image.shape[:-3] != y.shape[:-4]:
         raise InputError("image", f"shape {tuple(image.shape)} does not match frames {tuple(y.shape)}")
     batch_image, batch_y = image.reshape(-1, *image.shape[-3:]), y.reshape(-1, *y.shape[-4:])
+    if not 0.0 < highlight_shrink <= 1.0:
+        raise InputError("highlight_shrink", f"got {highlight_shrink}; accepted: (0, 1]")
+    if rim_bound is not None and not (math.isfinite(rim_bound) and rim_bound > 0):
+        raise InputError("rim_bound", f"got {rim_bound}; accepted: None (off) or a positive factor")
     knees = (knee_low, knee_high)
-    results = [_merge_one_with_input(i, f, evs, curve, low, high, knees) for i, f in zip(batch_image, batch_y)]
+    results = [_merge_one_with_input(i, f, evs, curve, low, high, knees, highlight_shrink, rim_bound, panorama)
+               for i, f in zip(batch_image, batch_y)]
     hdr = torch.stack([r.hdr for r in results]).reshape(image.shape)
     weight = torch.stack([r.weight_sum for r in results]).reshape(image.shape[:-3] + image.shape[-2:])
     n = len(results)
     return MergeResult(hdr, sum(r.plow for r in results) / n, sum(r.phigh for r in results) / n, weight)
 
 
-def _merge_one_with_input(image, y, evs, curve, low, high, knees) -> MergeResult:
+def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bound, panorama) -> MergeResult:
     """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W] (sums in float32)."""
     gains = calibration_gains(image, y, evs, curve, low, high)
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
     pred = _merge_frames(y, shifted, curve, low, high, torch.float32)
+    half_code = 0.5 / CODE_VALUES_8BIT
+    pred_hdr = pred.hdr
+    c = float(response.decode(torch.tensor(1.0 - half_code, dtype=torch.float64), curve))
+    if shrink < 1.0:
+        pred_hdr = torch.where(pred_hdr > c, c * (pred_hdr / c) ** shrink, pred_hdr)
+    if rim_bound is not None:
+        cap = c * torch.exp2(rim_bound * rim_excess_bound(image, curve, panorama)).to(pred_hdr)  # [H, W]
+        peak = pred_hdr.amax(dim=0).clamp_min(1e-12)  # the brightest channel: the one that clipped; hue kept
+        pred_hdr = pred_hdr * (cap / peak).clamp(max=1.0)[None]
     image = image.float()
     r_in = response.decode(image, curve)
     alpha = torch.zeros_like(image[0:1])  # [1, H, W]
@@ -269,10 +290,52 @@ def _merge_one_with_input(image, y, evs, curve, low, high, knees) -> MergeResult
         alpha = torch.maximum(alpha, ((image.amax(dim=-3) - (high - knees[1])) / knees[1]).clamp(0.0, 1.0))
     if knees[0] > 0:
         alpha = torch.maximum(alpha, (((low + knees[0]) - image.amin(dim=-3)) / knees[0]).clamp(0.0, 1.0))
-    hdr = (1.0 - alpha) * r_in + alpha * pred.hdr
-    half_code = 0.5 / CODE_VALUES_8BIT
+    hdr = (1.0 - alpha) * r_in + alpha * pred_hdr
     clipped = image >= 1.0 - half_code
     lower = response.decode((image - half_code).clamp(0.0, 1.0), curve)
     upper = torch.where(clipped, torch.full_like(image, math.inf), response.decode(image + half_code, curve))
     hdr = torch.minimum(torch.maximum(hdr, lower), upper)
     return MergeResult(hdr.float(), pred.plow, pred.phigh, pred.weight_sum)
+
+
+RIM_RING_PX = 4  # how far outside a clipped region its rim slope is read (pixels)
+
+
+def rim_excess_bound(image: torch.Tensor, curve: response.DisplayCurve = "gamma2.2", panorama: bool = False,
+                     ring_px: int = RIM_RING_PX) -> torch.Tensor:
+    """Per pixel, g_C d: the log2 excess over the clip level that the input's neighbourhood supports, for kappa = 1.
+
+    A clipped region C (8-connected pixels with a channel at the top 8-bit level) is taken to continue the rise of
+    the input's log radiance across its rim: g_C = the rise of log2 of the brightest linear channel per pixel of
+    distance, from ``ring_px`` pixels outside C to its edge (median over the rim, >= 0), and d = a pixel's
+    Euclidean distance inside C to the nearest unclipped pixel. A highlight that sits just above the clip level
+    rises gently towards it (an overcast sky, a white wall: small g_C); a window, a lamp or the sun's glow rises
+    steeply, and the bound grows towards the middle of its region. 0 outside clipped regions; panoramas wrap at
+    +-180 degrees. image: [3, H, W] display-encoded 8-bit input. Returns [H, W] float32 stops.
+    """
+    from scipy import ndimage
+
+    clipped = (image >= 1.0 - 0.5 / CODE_VALUES_8BIT).any(dim=0).cpu().numpy()
+    out = np.zeros(clipped.shape, np.float32)
+    if not clipped.any() or clipped.all():
+        return torch.from_numpy(out).to(image.device)
+    width = clipped.shape[1]
+    pad = min(width, 4 * ring_px + 64) if panorama else 0  # regions and rims that cross the seam stay whole
+    wrap = (lambda a: np.concatenate([a[:, -pad:], a, a[:, :pad]], axis=1)) if pad else (lambda a: a)
+    mask = wrap(clipped)
+    peak = response.decode(image.double(), curve).amax(dim=0).clamp_min(1e-6).log2().cpu().numpy()
+    log_peak = wrap(peak)
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    depth = ndimage.distance_transform_edt(mask)  # inside: distance to the nearest unclipped pixel
+    outside, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    owner = labels[iy, ix]  # outside: the region of the nearest clipped pixel
+    edge = (outside > 0) & (outside <= 1.5)
+    far = (outside > ring_px - 0.5) & (outside <= ring_px + 0.5)
+    rise = np.zeros(n + 1)
+    ids = np.arange(1, n + 1)
+    near_level = ndimage.median(log_peak, owner * edge, ids)
+    far_level = ndimage.median(log_peak, owner * far, ids)
+    rise[1:] = np.nan_to_num((np.asarray(near_level) - np.asarray(far_level)) / (ring_px - 1.0), nan=0.0).clip(0)
+    bound = (rise[labels] * depth).astype(np.float32)
+    out = bound[:, pad: pad + width] if pad else bound
+    return torch.from_numpy(np.ascontiguousarray(out)).to(image.device)

@@ -58,6 +58,8 @@ class LatentHDRPipeline:
     curve: the display curve of the bracket frames the head was trained on (METHOD.md: gamma 2.2).
     scene_source: for text-to-HDR, an object with ``space`` (== codec.space), ``generate(prompt, height=,
     width=, panorama=, generator=, ...) -> z0`` and ``last_timings`` ("text_encoding_s", "diffusion_s").
+    merge_options: keyword arguments of ``merge.merge_with_input`` for image-to-HDR (``MERGE_OPTIONS``: how far the
+    predicted highlights are trusted); unset ones keep that function's defaults.
     head_precision: "float32", "bfloat16" (the head's convolutions under bfloat16 autocast; z0 and the residual
     sum stay float32) or "auto" (bfloat16 where the device computes it natively: a CPU with AVX512-BF16/AMX,
     or a GPU that supports it; float32 elsewhere, where bfloat16 would be emulated and slower). The head's
@@ -65,7 +67,7 @@ class LatentHDRPipeline:
     """
 
     def __init__(self, codec, head, curve: str = "gamma2.2", decode_chunk_size: int = 4, scene_source=None,
-                 head_precision: str = "auto"):
+                 head_precision: str = "auto", merge_options: dict | None = None):
         if head.config.space != codec.space:
             raise InputError(
                 "head", f"the head was trained for latent space {head.config.space!r}; the codec is {codec.space!r}"
@@ -80,6 +82,7 @@ class LatentHDRPipeline:
         self.decode_chunk_size = decode_chunk_size
         self.scene_source = scene_source
         self.head_bfloat16 = _resolve_head_precision(head_precision, next(head.parameters()).device)
+        self.merge_options = check_merge_options(merge_options or {})
 
     @classmethod
     def from_pretrained(cls, codec: str | None = None, head: str | None = None, device: str = "cpu", *,
@@ -130,7 +133,7 @@ class LatentHDRPipeline:
         with _timed(timings, "decode"):
             y = self.decode(z, is_pano, image.shape[-2:])
         with _timed(timings, "merge"):
-            result = self.merge(y, evs, image if blend else None)
+            result = self.merge(y, evs, image if blend else None, is_pano)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
                                is_pano, timings)
 
@@ -268,11 +271,13 @@ class LatentHDRPipeline:
         y = decode_bracket(self.codec, z, chunk_size=self.decode_chunk_size, panorama=is_pano)
         return y[..., : size[0], : size[1]].clamp(0, 1)
 
-    def merge(self, y: torch.Tensor, evs: Sequence[float], image: torch.Tensor | None) -> merge.MergeResult:
-        """METHOD.md Eq. 9 over the decoded bracket, or the input-preserving variant when ``image`` is given."""
+    def merge(self, y: torch.Tensor, evs: Sequence[float], image: torch.Tensor | None,
+              panorama: bool = False) -> merge.MergeResult:
+        """METHOD.md Eq. 9 over the decoded bracket, or the input-preserving variant when ``image`` is given
+        (``merge_options``; ``panorama``: clipped regions wrap at +-180 degrees)."""
         if image is None:
             return merge.merge_bracket(y, evs, curve=self.curve)
-        return merge.merge_with_input(image, y, evs, curve=self.curve)
+        return merge.merge_with_input(image, y, evs, curve=self.curve, panorama=panorama, **self.merge_options)
 
 
 # A decoded EV-0 frame's clipped level for unseen maps: the level at which decode(encode(frame)) of the embedded
@@ -284,6 +289,15 @@ DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
 
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
+MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low")
+
+
+def check_merge_options(options: dict) -> dict:
+    """``merge_options`` with unknown names refused (values are checked by ``merge.merge_with_input``)."""
+    unknown = sorted(set(options) - set(MERGE_OPTIONS))
+    if unknown:
+        raise InputError("merge_options", f"unknown {', '.join(unknown)}; accepted: {', '.join(MERGE_OPTIONS)}")
+    return dict(options)
 
 
 def _resolve_head_precision(precision: str, device: torch.device) -> bool:

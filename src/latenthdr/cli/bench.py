@@ -109,7 +109,7 @@ def run_l2h(args) -> int:
                     timings[stage] = timings.get(stage, 0.0) + seconds
                 last.update(case=case, out=out)
             out = last["out"]
-            hdr = out.hdr[0] if not blend else pipe.merge(out.brackets, ladder, case.ldr[None]).hdr[0]
+            hdr = out.hdr[0] if not blend else pipe.merge(out.brackets, ladder, case.ldr[None], out.panorama).hdr[0]
             if not with_latents:
                 return hdr
             started = time.perf_counter()  # the head's targets: the latents of the true bracket
