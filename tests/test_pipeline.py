@@ -249,6 +249,7 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     inp = next(e for e in report["summary"] if e["method"] == "input" and e["clip_fraction"] == 0.05)
     assert inp["stops_abs_error"] == pytest.approx(sum(abs(r["stops"] - r["ref_stops"]) for r in rows) / len(rows))
     assert oracle["stops_abs_error"] < inp["stops_abs_error"]
+    assert inp["clipped_energy"] < oracle["clipped_energy"]  # the true bracket gives back light the clip took
     markdown = (tmp_path / "r.md").read_text()
     assert "| panos/val | 5% | oracle |" in markdown and f"| photos/val | p | 3% |" in markdown
     for clip in (0.03, 0.05):  # the per-image table compares each image with its own input at the same clip

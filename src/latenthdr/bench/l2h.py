@@ -5,7 +5,8 @@ For each reference HDR and each clipped fraction c:
 2. make the LDR input as the paper's bracket frame at EV 0: 8-bit gamma-2.2 (``exposure.synthesize_bracket``);
 3. reconstruct with each method, align its global scale to ``ref`` over the input's well-exposed pixels
    (``metrics.align_scale``), then score: stops (METHOD.md), PU21-PSNR (SI-HDR peak mapping, 4000 cd/m2) and the
-   RMS error in stops of luminance over the input's clipped pixels (any channel at code 255).
+   RMS error in stops of luminance over the input's clipped pixels (any channel at code 255), and the share of
+   the clipped pixels' true luminance that the reconstruction gives back (``clipped_energy``).
 Methods: ``input`` (the linearised input: no expansion), ``oracle`` (the true bracket merged: the ceiling for any
 head), and whatever reconstructions the caller passes (the head with the input-preserving merge, our default, and
 with the paper's decoded-only merge). Cases carry the folder they came from; ``summarise`` reports per folder and
@@ -65,11 +66,22 @@ def score(pred: torch.Tensor, case: Case, peak_nits: float = metrics.DEFAULT_PEA
         "stops": metrics.stops(aligned),
         "pu21_psnr": metrics.pu21_psnr(aligned, case.ref, peak_nits=peak_nits),
         "clipped_rms_stops": error["rms"],
+        "clipped_energy": clipped_energy(aligned, case.ref, clipped),
     }
     if abs(pred.shape[-1] - 2 * pred.shape[-2]) <= 1:  # a 2:1 panorama: how its +-180 degree seam compares
         seam = metrics.seam_error(aligned)
         scores.update(seam_stops=seam["seam"], adjacent_stops=seam["adjacent"])
     return scores
+
+
+def clipped_energy(pred: torch.Tensor, ref: torch.Tensor, clipped: torch.Tensor) -> float:
+    """The light the input lost that a reconstruction gives back: sum of luminance over the clipped pixels,
+    pred / ref (1: all of it; the linearised input's value is what clipping kept). What a renderer lit by the
+    HDR sees of its sun and lamps, which a per-pixel metric such as PU21-PSNR hardly weighs."""
+    if not clipped.any():
+        return float("nan")
+    Y = [response.luminance(x.double(), channel_axis=-3)[..., clipped].sum() for x in (pred, ref)]
+    return float(Y[0] / Y[1])
 
 
 def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
@@ -130,7 +142,8 @@ def summarise(rows: Sequence[dict]) -> list[dict]:
     table = []
     for (dataset, clip, method), group in groups.items():
         entry = {"dataset": dataset, "clip_fraction": clip, "method": method, "n": len(group)}
-        for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops", "seam_stops", "adjacent_stops"):
+        for key in ("stops", "ref_stops", "pu21_psnr", "clipped_rms_stops", "clipped_energy", "seam_stops",
+                    "adjacent_stops"):
             values = [r[key] for r in group if key in r and math.isfinite(r[key])]
             entry[key] = statistics.fmean(values) if values else float("nan")
         # per image, not of the means: a method can match the mean range and miss every image
@@ -174,15 +187,15 @@ def _pooled_latent_errors(group: Sequence[dict]) -> dict:
 def markdown_table(table: Sequence[dict]) -> str:
     """The summary as a Markdown table (for docs/)."""
     lines = ["| data | clip | method | n | stops (ref) | per-image stops error | PU21-PSNR dB | vs input dB | "
-             "worst image vs input dB | clipped RMS stops | vs input | seam / adjacent (stops) | "
-             "latent error: identity / head |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "worst image vs input dB | clipped RMS stops | vs input | clipped energy recovered | "
+             "seam / adjacent (stops) | latent error: identity / head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         lines.append(
             f"| {e['dataset']} | {e['clip_fraction']:.0%} | {e['method']} | {e['n']} | "
             f"{e['stops']:.2f} ({e['ref_stops']:.2f}) | {e['stops_abs_error']:.2f} | "
             f"{e['pu21_psnr']:.2f} | {e['psnr_gain_db']:+.2f} | {e['worst_psnr_gain_db']:+.2f} ({e['worst_image']}) | "
-            f"{e['clipped_rms_stops']:.3f} | {e['clipped_error_ratio']:.2f}x | "
+            f"{e['clipped_rms_stops']:.3f} | {e['clipped_error_ratio']:.2f}x | {e['clipped_energy']:.3f} | "
             f"{e['seam_stops']:.3f} / {e['adjacent_stops']:.3f} | "
             + (f"{e['identity_latent_mse']:.4f} / {e['latent_mse']:.4f} = {e['identity_over_head']:.2f}x |"
                if "latent_mse" in e else "|")
