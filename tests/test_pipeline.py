@@ -194,6 +194,12 @@ def test_convert_writes_exr_previews_and_sidecar(model_files, tmp_path, capsys):
     code, _, err = run(capsys, "convert", src, "-o", tmp_path / "x.exr", "--codec", model_files / "vae",
                        "--head", model_files / "head.safetensors", "--decoded-only", "--blend")
     assert code == 2 and "--decoded-only" in err
+    code, report, err = run(capsys, "convert", src, "-o", tmp_path / "r.exr", "--codec", model_files / "vae",
+                            "--head", model_files / "head.safetensors", "--rim-bound", "1.5", "--no-previews")
+    assert code == 0 and report["merge_options"]["rim_bound"] == 1.5, err
+    code, _, err = run(capsys, "convert", src, "-o", tmp_path / "s.exr", "--codec", model_files / "vae",
+                       "--head", model_files / "head.safetensors", "--highlight-shrink", "0")
+    assert code == 2 and "--highlight-shrink" in err and not (tmp_path / "s.exr").exists()
 
 
 def test_convert_bad_inputs(model_files, tmp_path, capsys):
@@ -260,7 +266,17 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     assert head["identity_latent_mse_per_ev"][2] == pytest.approx(0.0, abs=1e-9)
     assert head["identity_over_head"] == pytest.approx(head["identity_latent_mse"] / head["latent_mse"])
     assert "identity_over_head" not in inp and f"= {head['identity_over_head']:.2f}x |" in markdown
-    for bad, flag in ((["--clip", "1.5"], "--clip"), (["--data", data], "--data"), (["--max-side", "4"], "--max-side")):
+    common = ["bench", "l2h", "--data", data, "--clip", "0.05", "--evs", "-4:2:2", "--codec", model_files / "vae",
+              "--head", model_files / "head.safetensors", "--brackets-cache", tmp_path / "cache"]
+    first, second = (run(capsys, *common)[1] for _ in range(2))
+    assert "decode" in first["pipeline_seconds"] and "decode" not in second["pipeline_seconds"]  # from the cache
+    assert second["summary"] == first["summary"]
+    shrunk = run(capsys, *common, "--highlight-shrink", "0.5")[1]
+    assert shrunk["merge_options"] == {"highlight_shrink": 0.5} and "decode" not in shrunk["pipeline_seconds"]
+    by_method = {e["method"]: e for e in shrunk["summary"]}
+    assert by_method["decoded-only"] == next(e for e in first["summary"] if e["method"] == "decoded-only")
+    for bad, flag in ((["--clip", "1.5"], "--clip"), (["--data", data], "--data"), (["--max-side", "4"], "--max-side"),
+                      (["--highlight-shrink", "2"], "--highlight-shrink"), (["--rim-bound", "-1"], "--rim-bound")):
         code, _, err = run(capsys, "bench", "l2h", "--data", data, "--codec", model_files / "vae",
                            "--head", model_files / "head.safetensors", *bad)
         assert code == 2 and flag in err, (bad, err)

@@ -256,10 +256,7 @@ def merge_with_input(
     if image.shape[-3:] != y.shape[-3:] or image.shape[:-3] != y.shape[:-4]:
         raise InputError("image", f"shape {tuple(image.shape)} does not match frames {tuple(y.shape)}")
     batch_image, batch_y = image.reshape(-1, *image.shape[-3:]), y.reshape(-1, *y.shape[-4:])
-    if not 0.0 < highlight_shrink <= 1.0:
-        raise InputError("highlight_shrink", f"got {highlight_shrink}; accepted: (0, 1]")
-    if rim_bound is not None and not (math.isfinite(rim_bound) and rim_bound > 0):
-        raise InputError("rim_bound", f"got {rim_bound}; accepted: None (off) or a positive factor")
+    check_highlight_options(highlight_shrink, rim_bound)
     knees = (knee_low, knee_high)
     results = [_merge_one_with_input(i, f, evs, curve, low, high, knees, highlight_shrink, rim_bound, panorama)
                for i, f in zip(batch_image, batch_y)]
@@ -267,6 +264,15 @@ def merge_with_input(
     weight = torch.stack([r.weight_sum for r in results]).reshape(image.shape[:-3] + image.shape[-2:])
     n = len(results)
     return MergeResult(hdr, sum(r.plow for r in results) / n, sum(r.phigh for r in results) / n, weight)
+
+
+def check_highlight_options(highlight_shrink: float = 1.0, rim_bound: float | None = None) -> None:
+    """InputError unless ``merge_with_input``'s highlight_shrink is in (0, 1] and rim_bound None or > 0."""
+    if not (isinstance(highlight_shrink, (int, float)) and 0.0 < highlight_shrink <= 1.0):
+        raise InputError("highlight_shrink", f"got {highlight_shrink}; accepted: (0, 1] (1: the head as it is)")
+    if rim_bound is not None and not (isinstance(rim_bound, (int, float)) and math.isfinite(rim_bound)
+                                      and rim_bound > 0):
+        raise InputError("rim_bound", f"got {rim_bound}; accepted: None (off) or a positive factor")
 
 
 def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bound, panorama) -> MergeResult:

@@ -293,10 +293,11 @@ MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low")
 
 
 def check_merge_options(options: dict) -> dict:
-    """``merge_options`` with unknown names refused (values are checked by ``merge.merge_with_input``)."""
+    """``merge_options`` with unknown names or bad highlight values refused before any work."""
     unknown = sorted(set(options) - set(MERGE_OPTIONS))
     if unknown:
         raise InputError("merge_options", f"unknown {', '.join(unknown)}; accepted: {', '.join(MERGE_OPTIONS)}")
+    merge.check_highlight_options(**{k: v for k, v in options.items() if k in ("highlight_shrink", "rim_bound")})
     return dict(options)
 
 

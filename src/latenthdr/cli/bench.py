@@ -26,10 +26,36 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=0, help="use only the first N files of each folder (0: all)")
     p.add_argument("--decoded-only", action="store_true",
                    help="score only the paper's decoded-only merge beside the baselines (default: both merges)")
+    add_merge_options(p)
+    p.add_argument("--brackets-cache", metavar="DIR",
+                   help="keep each case's decoded bracket and latents here and reuse them (same head, codec, ladder "
+                        "and size): re-scoring other merge settings then decodes nothing")
     p.add_argument("--json", metavar="OUT.json", help="write rows and summary as JSON")
     p.add_argument("--markdown", metavar="OUT.md", help="write the summary table as Markdown")
     add_overwrite(p)
     p.set_defaults(handler=run_l2h)
+
+
+def add_merge_options(p) -> None:
+    """The input-preserving merge's trust in the head (``merge.merge_with_input``); unset: the head's own."""
+    p.add_argument("--highlight-shrink", type=float, metavar="S",
+                   help="scale the predicted highlight excess over the clip level by S in (0, 1], in stops")
+    p.add_argument("--rim-bound", type=float, metavar="K",
+                   help="cap the predicted excess inside each clipped region at K times the input's rise around it")
+
+
+def merge_options_of(args) -> dict:
+    """The merge options a user set on the command line (None: not set), checked under their flag names."""
+    from latenthdr import merge
+    from latenthdr.errors import InputError
+
+    options = {name: getattr(args, name) for name in ("highlight_shrink", "rim_bound")
+               if getattr(args, name) is not None}
+    try:
+        merge.check_highlight_options(**options)
+    except InputError as error:
+        raise InputError("--" + error.argument.replace("_", "-"), error.message) from None
+    return options
 
 
 def _clip_fractions(spec: str) -> list[float]:
@@ -97,25 +123,21 @@ def run_l2h(args) -> int:
     for out in (args.json, args.markdown):
         if out:
             io.check_output(out, args.overwrite, "--json/--markdown")
-    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head,
+                                             merge_options=merge_options_of(args))
     timings: dict[str, float] = {}
-    last: dict = {}  # the pipeline output of the current case: both merges share one encode/head/decode
+    last: dict = {}  # the current case's decoded bracket and latents: both merges share one encode/head/decode
+    cache = None if args.brackets_cache is None else BracketCache(Path(args.brackets_cache), pipe, args.head)
 
     def method(blend: bool, with_latents: bool):
         def reconstruct(case, ladder):
             if last.get("case") is not case:
-                out = pipe(case.ldr, evs=ladder, blend=False)
-                for stage, seconds in out.timings.items():
-                    timings[stage] = timings.get(stage, 0.0) + seconds
-                last.update(case=case, out=out)
-            out = last["out"]
-            hdr = out.hdr[0] if not blend else pipe.merge(out.brackets, ladder, case.ldr[None], out.panorama).hdr[0]
+                last.update(case=case, **_case_outputs(pipe, case, ladder, cache, timings))
+            y, panorama = last["brackets"], last["panorama"]
+            hdr = pipe.merge(y[None], ladder, case.ldr[None] if blend else None, panorama).hdr[0]
             if not with_latents:
                 return hdr
-            started = time.perf_counter()  # the head's targets: the latents of the true bracket
-            targets = pipe.encode(l2h.true_bracket(case, ladder), out.panorama)
-            timings["encode_targets"] = timings.get("encode_targets", 0.0) + time.perf_counter() - started
-            return hdr, l2h.latent_errors(out.z[0], out.z0[0], targets)
+            return hdr, l2h.latent_errors(last["z"], last["z0"], last["targets"])
         return reconstruct
 
     methods = {"decoded-only": method(False, True)} if args.decoded_only else {
@@ -126,7 +148,8 @@ def run_l2h(args) -> int:
     rows = l2h.run(cases, evs, methods, progress=lambda case: print(
         f"  {case.dataset}/{case.name} @ {case.clip_fraction:.0%}", file=sys.stderr))
     table = l2h.summarise(rows)
-    report = {"evs": list(evs), "models": pipe.describe(args.head), "data": dict(zip(labels, args.data)),
+    report = {"evs": list(evs), "models": pipe.describe(args.head), "merge_options": pipe.merge_options,
+              "data": dict(zip(labels, args.data)),
               "width": args.width, "max_side": args.max_side, "summary": table, "rows": rows,
               "pipeline_seconds": timings, "wall_seconds": time.perf_counter() - started}
     report = _finite_or_none(report)
@@ -139,6 +162,73 @@ def run_l2h(args) -> int:
             temp.write_text(text, encoding="utf-8")
     print_json({k: v for k, v in report.items() if k != "rows"})
     return 0
+
+
+def _case_outputs(pipe, case, evs, cache, timings: dict) -> dict:
+    """A case's decoded bracket [K,3,H,W], latents z [K,C,h,w] and z0 [C,h,w], and the head's targets (the
+    latents of the true bracket): from ``cache`` when it holds them, else from one pipeline run."""
+    from latenthdr.bench import l2h
+
+    found = None if cache is None else cache.load(case, evs)
+    if found is not None:
+        return found
+    out = pipe(case.ldr, evs=evs, blend=False)
+    for stage, seconds in out.timings.items():
+        timings[stage] = timings.get(stage, 0.0) + seconds
+    started = time.perf_counter()
+    targets = pipe.encode(l2h.true_bracket(case, evs), out.panorama)
+    timings["encode_targets"] = timings.get("encode_targets", 0.0) + time.perf_counter() - started
+    # float16 as in the cache, so a cached and a fresh run score the same frames
+    found = {"brackets": out.brackets[0].half().float(), "z": out.z[0].float(), "z0": out.z0[0].float(),
+             "targets": targets.float(), "panorama": out.panorama}
+    if cache is not None:
+        cache.save(case, evs, found)
+    return found
+
+
+class BracketCache:
+    """Decoded brackets (float16, within 1/2048 of the decoder's output: far below an 8-bit level) and latents
+    of benchmark cases, one safetensors file per case, tied to the head file, codec space and ladder."""
+
+    def __init__(self, folder: Path, pipe, head_path: str | None):
+        self.folder = folder
+        self.identity = {"space": pipe.codec.space, "head_sha256": pipe.describe(head_path)["head_sha256"]}
+
+    def _path(self, case) -> Path:
+        return self.folder / f"{case.dataset.replace('/', '_')}-{case.name}-{case.clip_fraction:g}.safetensors"
+
+    def _identity(self, case, evs) -> dict:
+        return {**self.identity, "evs": list(evs), "size": list(case.ldr.shape[-2:]),
+                "clip_fraction": case.clip_fraction}
+
+    def load(self, case, evs) -> dict | None:
+        import json
+
+        from safetensors import safe_open
+
+        path = self._path(case)
+        if not path.is_file():
+            return None
+        with safe_open(str(path), "pt") as f:
+            if json.loads(f.metadata().get("identity", "{}")) != self._identity(case, evs):
+                return None  # another head, codec or ladder: recomputed and replaced
+            tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+        return {**tensors, "panorama": bool(tensors.pop("panorama").item())}
+
+    def save(self, case, evs, found: dict) -> None:
+        import json
+
+        import torch
+        from safetensors.torch import save_file
+
+        from latenthdr import io
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {"brackets": found["brackets"].half().contiguous(), "z": found["z"].contiguous(),
+                   "z0": found["z0"].contiguous(), "targets": found["targets"].contiguous(),
+                   "panorama": torch.tensor(found["panorama"])}
+        with io.atomic_output(self._path(case), overwrite=True) as temp:
+            save_file(tensors, str(temp), metadata={"identity": json.dumps(self._identity(case, evs))})
 
 
 def _finite_or_none(value):

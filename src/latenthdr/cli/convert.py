@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
 def register(sub) -> None:
@@ -22,6 +23,7 @@ def register(sub) -> None:
                    help="the paper's merge of the decoded frames alone (default: keep the input where it is well "
                         "exposed; predicted frames fill its clipped and black areas)")
     p.add_argument("--blend", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2; still accepted
+    add_merge_options(p)
     p.add_argument("--input-curve", default="srgb", choices=("srgb", "gamma2.2"),
                    help="display curve of an LDR input (default srgb, as cameras and the web use)")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
@@ -66,23 +68,25 @@ def run_convert(args) -> int:
 
     started = time.perf_counter()
     evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    if args.decoded_only and (args.blend or merge_options_of(args)):
+        raise InputError("--decoded-only", "cannot be combined with --blend, --highlight-shrink or --rim-bound "
+                                           "(options of the input-preserving merge)")
+    blend = not args.decoded_only
     paths = output_paths(args.output, not args.no_previews)
     io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
     for path in paths.values():
         io.check_output(path, args.overwrite, "--output")
     image, source = load_input(args.input, args.input_curve)
     t0 = time.perf_counter()
-    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
     load_s = time.perf_counter() - t0
-    if args.blend and args.decoded_only:
-        raise InputError("--decoded-only", "cannot be combined with --blend (the input-preserving merge)")
-    blend = not args.decoded_only
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
     t0 = time.perf_counter()
     models = pipe.describe(args.head)
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
-              "panorama": out.panorama, "merge": merge_name(blend), "models": models, "plow": out.plow[0],
+              "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
+              "models": models, "plow": out.plow[0],
               "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:])}
     io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=args.overwrite,
                  metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "merge": merge_name(blend),
