@@ -1,6 +1,6 @@
 """How safe is the input-preserving merge where the head is unsure? Per val image, its PU21-PSNR gain over the
-linearised input for merge variants, from one pipeline run per case (the decoded brackets are kept in --cache, so
-a second sweep decodes nothing). The l2h protocol of bench/l2h.py (anchoring, 8-bit gamma-2.2 input, scoring).
+linearised input for merge variants, from one pipeline run per case (the decoded brackets are kept in --cache, the
+folder of ``bench l2h --brackets-cache``, so a second sweep or a bench run decodes nothing). The l2h protocol of bench/l2h.py (anchoring, 8-bit gamma-2.2 input, scoring).
 
     .venv/bin/python benchmarks/experiments/merge_safety.py --data ../shared/data/hdri/val \
         --data ../shared/data/photos/val --clip 0.03 --cache runs/merge-safety/embedded
@@ -16,24 +16,10 @@ import argparse
 import statistics
 from pathlib import Path
 
-import torch
-
 from latenthdr import exposure, merge
 from latenthdr.bench import l2h
-from latenthdr.cli.bench import dataset_labels, load_references
+from latenthdr.cli.bench import BracketCache, case_outputs, dataset_labels, load_references
 from latenthdr.pipeline import LatentHDRPipeline
-
-
-def brackets_for(pipe, case, evs, cache: Path | None) -> torch.Tensor:
-    """The decoded bracket [K, 3, H, W] of a case (float16 on disk in ``cache``)."""
-    path = None if cache is None else cache / f"{case.dataset.replace('/', '_')}-{case.name}-{case.clip_fraction}.pt"
-    if path is not None and path.is_file():
-        return torch.load(path, weights_only=True).float()
-    y = pipe(case.ldr, evs=evs, blend=False).brackets[0]
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(y.half(), path)
-    return y
 
 
 def main() -> None:
@@ -43,13 +29,14 @@ def main() -> None:
     parser.add_argument("--head")
     parser.add_argument("--clip", default="0.03")
     parser.add_argument("--evs", default="-7:5:1")
-    parser.add_argument("--cache", type=Path)
+    parser.add_argument("--cache", type=Path, help="bench l2h --brackets-cache folder (shared with bench l2h)")
     parser.add_argument("--shrink", default="1,0.85,0.7,0.5")
     parser.add_argument("--rim", default="", help="rim_bound factors to try, e.g. 1,2,3")
     parser.add_argument("--both", default="", help="shrink:rim pairs applied together, e.g. 0.5:1,0.35:2")
     args = parser.parse_args()
     evs = exposure.parse_ev_ladder(args.evs)
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    cache = None if args.cache is None else BracketCache(args.cache, pipe, args.head)
     variants = {f"shrink {float(s):g}": {"highlight_shrink": float(s)} for s in args.shrink.split(",") if s}
     variants.update({f"rim {float(k):g}": {"rim_bound": float(k)} for k in args.rim.split(",") if k})
     for pair in filter(None, args.both.split(",")):
@@ -61,8 +48,8 @@ def main() -> None:
             for clip in (float(c) for c in args.clip.split(",")):
                 case = l2h.make_case(name, H, clip, label)
                 base = l2h.score(l2h.linearised_input(case.ldr, evs), case)
-                y = brackets_for(pipe, case, evs, args.cache)
-                panorama = abs(y.shape[-1] - 2 * y.shape[-2]) <= 1
+                found = case_outputs(pipe, case, evs, cache, {})
+                y, panorama = found["brackets"], found["panorama"]
                 for variant, options in variants.items():
                     hdr = merge.merge_with_input(case.ldr[None], y[None], evs, panorama=panorama, **options).hdr[0]
                     score = l2h.score(hdr, case)

@@ -132,7 +132,7 @@ def run_l2h(args) -> int:
     def method(blend: bool, with_latents: bool):
         def reconstruct(case, ladder):
             if last.get("case") is not case:
-                last.update(case=case, **_case_outputs(pipe, case, ladder, cache, timings))
+                last.update(case=case, **case_outputs(pipe, case, ladder, cache, timings))
             y, panorama = last["brackets"], last["panorama"]
             hdr = pipe.merge(y[None], ladder, case.ldr[None] if blend else None, panorama).hdr[0]
             if not with_latents:
@@ -164,7 +164,7 @@ def run_l2h(args) -> int:
     return 0
 
 
-def _case_outputs(pipe, case, evs, cache, timings: dict) -> dict:
+def case_outputs(pipe, case, evs, cache, timings: dict) -> dict:
     """A case's decoded bracket [K,3,H,W], latents z [K,C,h,w] and z0 [C,h,w], and the head's targets (the
     latents of the true bracket): from ``cache`` when it holds them, else from one pipeline run."""
     from latenthdr.bench import l2h
