@@ -37,11 +37,14 @@ def register(sub) -> None:
 
 
 def add_merge_options(p) -> None:
-    """The input-preserving merge's trust in the head (``merge.merge_with_input``); unset: the head's own."""
+    """The input-preserving merge's trust in the head (``merge.merge_with_input``); unset: the pipeline's
+    defaults (``pipeline.DEFAULT_MERGE_OPTIONS``)."""
     p.add_argument("--highlight-shrink", type=float, metavar="S",
-                   help="scale the predicted highlight excess over the clip level by S in (0, 1], in stops")
+                   help="scale the predicted highlight excess over the clip level by S in (0, 1], in stops "
+                        "(default 0.5; 1: the head as it is)")
     p.add_argument("--rim-bound", type=float, metavar="K",
-                   help="cap the predicted excess inside each clipped region at K times the input's rise around it")
+                   help="cap the predicted excess inside each clipped region at K times the input's rise around it "
+                        "(default: off)")
 
 
 def merge_options_of(args) -> dict:
