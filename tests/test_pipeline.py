@@ -323,8 +323,8 @@ def test_shipped_embedded_default_recovers_val_highlights_and_stays_safe(shared_
 
 
 def test_shipped_taef2_head_reads_the_frame_and_beats_the_identity(shared_dir):
-    """The shipped TAEF2 head (docs/head.md, session 6) on a held-out panorama at 512x256, 3% clipped: its latents
-    are well below the identity's error and the blend recovers part of the clipped sky (full benchmark:
+    """The shipped TAEF2 head (docs/image-to-hdr.md) on a held-out panorama at 512x256, 3% clipped: its latents are
+    well below the identity's error and the default merge recovers part of the clipped sky (full benchmark:
     docs/results/l2h-taef2.md)."""
     import statistics
 
@@ -334,10 +334,10 @@ def test_shipped_taef2_head_reads_the_frame_and_beats_the_identity(shared_dir):
     assert pipe.head.config.frame_channels == 64
     H = io.to_tensor(io.read_hdr(shared_dir / "data" / "hdri" / "val" / "kiara_1_dawn_1k.hdr").pixels)
     case = l2h.make_case("kiara", torch.nn.functional.interpolate(H[None], size=(256, 512), mode="area")[0], 0.03)
-    out = pipe(case.ldr, evs="-7:5:1", blend=True)
+    out = pipe(case.ldr, evs="-7:5:1")
     errors = l2h.latent_errors(out.z[0], out.z0[0], pipe.encode(l2h.true_bracket(case, out.evs), True))
     ratio = statistics.fmean(errors["identity_latent_mse"]) / statistics.fmean(errors["latent_mse"])
     head, base = l2h.score(out.hdr[0], case), l2h.score(l2h.linearised_input(case.ldr, out.evs), case)
-    # measured: 2.89x; clipped error 0.47x the input's; +5.5 dB
-    assert ratio > 2.5
-    assert head["clipped_rms_stops"] < 0.6 * base["clipped_rms_stops"] and head["pu21_psnr"] > base["pu21_psnr"] + 3.0
+    # measured: 3.53x; clipped error 0.88x the input's; +1.11 dB (the previous head, unshrunk: 2.89x, 0.47x, +5.5)
+    assert ratio > 3.0
+    assert head["clipped_rms_stops"] < 0.95 * base["clipped_rms_stops"] and head["pu21_psnr"] > base["pu21_psnr"] + 0.5
