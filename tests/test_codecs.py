@@ -299,3 +299,44 @@ def test_taef2_panorama_seam_is_continuous(taef2_codec, val_panorama):
         y_hat = codec.decode(z, panorama=panorama)
         seams[panorama] = (y_hat[..., 0] - y_hat[..., -1]).abs().mean().item()
     assert seams[True] < 1.3 * adjacent and seams[False] > 1.5 * seams[True], (seams, adjacent)
+
+
+# --- decoding in windows ----------------------------------------------------------------------------------
+
+
+def test_tail_radius_covers_the_tiny_decoder_and_kl_vaes_cannot_tile(codec):
+    from latenthdr.models.codecs import conv_stack_radius, decode_cells
+
+    z = random_latent(codec, batch=2, h=8, w=24)
+    d = codec.downscale
+    out = torch.zeros(2, 3, 8 * d, 24 * d)
+    cells = torch.zeros(8, 24, dtype=torch.bool)
+    cells[2, 5] = True
+    if not isinstance(codec, TinyCodec):
+        assert codec.tail_radius is None
+        with pytest.raises(InputError, match="windows"):
+            decode_cells(codec, z, cells, out)
+        return
+    # after the stem (1/4 grid): 1 conv + 1 block of 3 convs at 1/2 and at 1/1, then the last conv
+    tail = codec.module.decoder.layers[codec._split:]
+    assert conv_stack_radius(tail) == pytest.approx(4 / 2 + 5 / 4)
+    full = codec.decode(z)
+    decoded = decode_cells(codec, z, cells, out, tile=4)
+    mask = decoded.repeat_interleave(d, 0).repeat_interleave(d, 1)
+    torch.testing.assert_close(out[:, :, mask], full[:, :, mask], atol=1e-5, rtol=0)
+
+
+def test_taef2_windows_match_the_whole_frame_despite_its_pools(taef2_codec, val_panorama):
+    """TAEF2's GroupNorm pools see the whole frame: they run in the stem, on the whole grid; the windows then
+    decode as the whole frame does (within float rounding)."""
+    from latenthdr.models.codecs import decode_cells
+
+    codec = taef2_codec
+    assert codec.tail_radius == 9  # ceil(8.125): 3x3 convs at 1/4, 1/2 and 1/1 after the stem
+    z = codec.encode(val_panorama[..., 128:256, 256:512])  # 16 x 32 cells
+    cells = torch.zeros(16, 32, dtype=torch.bool)
+    cells[9, 17] = True
+    out = torch.zeros(1, 3, 128, 256)
+    decoded = decode_cells(codec, z, cells, out, tile=8)
+    mask = decoded.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    torch.testing.assert_close(out[:, :, mask], codec.decode(z)[:, :, mask], atol=2e-4, rtol=0)

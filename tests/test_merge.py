@@ -378,3 +378,35 @@ def test_rim_bound_caps_the_prediction_keeps_its_hue_and_wraps_panoramas():
     rolled = torch.roll(pano, 37, dims=-1)  # one of them crosses the +-180 degree seam
     torch.testing.assert_close(merge.rim_excess_bound(rolled, panorama=True),
                                torch.roll(merge.rim_excess_bound(pano, panorama=True), 37, dims=-1))
+
+
+def test_max_ev_merges_only_the_frames_that_can_see_a_clipped_pixel():
+    """Frames above max_ev are left out, as if absent; a frame above EV 0 that sees a clipped pixel well is wrong
+    there, and leaving it out removes its error."""
+    H = _highlight_scene()
+    evs = (-4.0, -2.0, 0.0, 2.0)
+    image, y = exposure.synthesize_bracket(H, [0.0])[0], exposure.synthesize_bracket(H, evs)
+    kept = merge.merge_with_input(image, y[:3], evs[:3]).hdr
+    torch.testing.assert_close(merge.merge_with_input(image, y, evs, max_ev=0.0).hdr, kept)
+    wrong = y.clone()
+    wrong[3] = 0.5  # EV +2 claims mid-grey everywhere, the clipped top of the highlight too
+    clipped = (image >= 1.0).any(dim=0)
+    error = lambda hdr: (hdr[:, clipped] / H[:, clipped]).log2().abs().mean()  # noqa: E731
+    assert error(merge.merge_with_input(image, wrong, evs, max_ev=0.0).hdr) < 0.05
+    assert error(merge.merge_with_input(image, wrong, evs).hdr) > 0.5
+    with pytest.raises(InputError, match="max_ev"):
+        merge.merge_with_input(image, y, evs, max_ev=-5.0)
+
+
+def test_decoded_mask_keeps_the_input_outside_and_calibrates_inside():
+    H = _highlight_scene()
+    evs = (-4.0, -2.0, 0.0)
+    image, y = exposure.synthesize_bracket(H, [0.0])[0], exposure.synthesize_bracket(H, evs)
+    decoded = torch.zeros(64, 64, dtype=torch.bool)
+    decoded[4:60, 4:60] = True  # the clipped top (radius 24 px) and its rim
+    frames = torch.where(decoded, y, torch.ones_like(y))  # what selective decoding leaves outside: 1.0
+    out = merge.merge_with_input(image, frames, evs, decoded=decoded).hdr
+    torch.testing.assert_close(out[:, ~decoded], response.decode(image)[:, ~decoded])
+    torch.testing.assert_close(out, merge.merge_with_input(image, y, evs).hdr, rtol=2e-3, atol=1e-6)
+    gains = merge.calibration_gains(image, frames, evs, mask=decoded)
+    assert all(abs(g - 1) < 0.02 for g in gains)  # true frames: calibrated on the decoded pixels only

@@ -48,7 +48,7 @@ def ldr_image(h=32, w=48, seed=0):
 
 
 def test_identity_head_gives_the_same_frame_at_every_ev(pipe, codec):
-    out = pipe(ldr_image(), evs=EVS)
+    out = pipe(ldr_image(), evs=EVS, selective=False)
     assert out.hdr.shape == (1, 3, 32, 48) and out.brackets.shape == (1, 3, 3, 32, 48)
     assert out.z.shape[:2] == (1, 3) and torch.equal(out.z[:, 0], out.z0) and torch.equal(out.z[:, 2], out.z0)
     assert torch.allclose(out.brackets[:, 0], out.brackets[:, 2])
@@ -273,7 +273,7 @@ def test_bench_l2h_reports_every_method(model_files, tmp_path, capsys):
     assert second["summary"] == first["summary"]
     assert first["merge_options"] == pipeline.DEFAULT_MERGE_OPTIONS
     shrunk = run(capsys, *common, "--highlight-shrink", "0.25", "--rim-bound", "1")[1]
-    assert shrunk["merge_options"] == {"highlight_shrink": 0.25, "rim_bound": 1.0}
+    assert shrunk["merge_options"] == {**pipeline.DEFAULT_MERGE_OPTIONS, "highlight_shrink": 0.25, "rim_bound": 1.0}
     assert "decode" not in shrunk["pipeline_seconds"]
     by_method = {e["method"]: e for e in shrunk["summary"]}
     assert by_method["decoded-only"] == next(e for e in first["summary"] if e["method"] == "decoded-only")
@@ -341,3 +341,19 @@ def test_shipped_taef2_head_reads_the_frame_and_beats_the_identity(shared_dir):
     # measured: 3.53x; clipped error 0.88x the input's; +1.11 dB (the previous head, unshrunk: 2.89x, 0.47x, +5.5)
     assert ratio > 3.0
     assert head["clipped_rms_stops"] < 0.95 * base["clipped_rms_stops"] and head["pu21_psnr"] > base["pu21_psnr"] + 0.5
+
+
+def test_selective_decoding_returns_what_the_whole_frames_give(codec):
+    """The default decodes only the tiles around clipped pixels, and only frames up to EV 0; the merge of whole
+    frames reads the same pixels, so both give the same HDR (up to float rounding of the windows)."""
+    radiance = torch.rand(3, 64, 128, generator=torch.Generator().manual_seed(3)) * 0.8
+    radiance[:, :20, :24] = 4.0  # a clipped corner; the rest well exposed
+    image = exposure.synthesize_bracket(radiance, [0.0])[0]
+    pipe = LatentHDRPipeline(codec, identity_head(codec), decode_tile=1)  # this codec's cells are 16 pixels
+    selective, whole = pipe(image, evs=EVS), pipe(image, evs=EVS, selective=False)
+    assert whole.decoded is None and selective.decoded is not None
+    assert selective.decoded[0, :20, :24].all() and not selective.decoded.all()
+    torch.testing.assert_close(selective.hdr, whole.hdr, rtol=1e-4, atol=1e-6)
+    assert bool((selective.brackets[0, 2] == 1).all())  # EV +2: not read, not decoded
+    decoded_only = pipe(image, evs=EVS, blend=False)
+    assert decoded_only.decoded is None and not (decoded_only.brackets[0, 2] == 1).all()

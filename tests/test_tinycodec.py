@@ -369,3 +369,24 @@ def test_shipped_codec_reconstructs_a_val_crop(shared_dir):
     y = data.sample_bracket(data.render_sample(pano, spec)[0], (0.0,))  # [1, 3, 256, 256]
     mse = (codec.decode(codec.encode(y)) - y).square().mean().item()
     assert 10 * math.log10(1 / mse) > 28.0
+
+
+def test_windows_decode_exactly_like_the_whole_frame(codec):
+    """decode_cells with the codec's tail radius (the whole receptive field) reproduces the full decode where it
+    decodes, leaves ``out`` alone elsewhere, and a margin short of the radius does not."""
+    from latenthdr.models.codecs import decode_cells
+
+    z = torch.randn(3, codec.latent_channels, 12, 40, generator=torch.Generator().manual_seed(5))
+    cells = torch.zeros(12, 40, dtype=torch.bool)
+    cells[0, 1] = cells[5, 20:23] = cells[11, 39] = True
+    for panorama in (False, True):
+        full = codec.decode(z, panorama=panorama)
+        out = torch.full_like(full, -1.0)
+        decoded = decode_cells(codec, z, cells, out, panorama=panorama, tile=4, chunk_size=2)
+        assert bool(decoded[cells].all()) and int(decoded.sum()) == 3 * 16  # three whole 4 x 4 tiles
+        mask = decoded.repeat_interleave(8, 0).repeat_interleave(8, 1)
+        torch.testing.assert_close(out[:, :, mask], full[:, :, mask], atol=1e-5, rtol=0)
+        assert bool((out[:, :, ~mask] == -1).all())
+    short = torch.full_like(full, -1.0)
+    decode_cells(codec, z, cells, short, tile=4, margin=1)
+    assert (short[:, :, mask] - full[:, :, mask]).abs().max() > 1e-3

@@ -193,19 +193,23 @@ MIN_CALIBRATION_PIXELS = 64  # fewer jointly well-exposed pixels than this: the 
 CALIBRATION_PIXELS = 1 << 16  # gains are medians over a regular subsample of about this many pixels
 
 
-def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98) -> list[float]:
+def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98, mask=None) -> list[float]:
     """Per-frame gain g_e that makes predicted frame e agree with the input on the radiance they both see.
 
     g_e = exp(median(log Y_in - log Y_e)) over pixels that the input and frame e both see well (all channels in
     (low, high)), Y the Rec.709 luminance of the radiance estimates R_in = decode(image), R_e = decode(y_e) / 2^e.
     A frame with fewer than MIN_CALIBRATION_PIXELS such pixels takes the gain of the nearest calibrated frame in
-    EV (1 if none is). The medians run on a regular subsample of about CALIBRATION_PIXELS pixels.
+    EV (1 if none is). The medians run on a regular subsample of about CALIBRATION_PIXELS pixels (of ``mask``,
+    [H, W] bool, when given: the pixels the frames were decoded at).
     image: [3, H, W]; y: [K, 3, H, W]; both display-encoded in [0, 1].
     """
-    stride = max(1, math.isqrt(image.shape[-2] * image.shape[-1] // CALIBRATION_PIXELS))
+    count = image.shape[-2] * image.shape[-1] if mask is None else int(mask.sum())
+    stride = max(1, math.isqrt(count // CALIBRATION_PIXELS))
     image, y = image[..., ::stride, ::stride], y[..., ::stride, ::stride]  # a median needs no full resolution
     r_in = response.luminance(response.decode(image.double(), curve), channel_axis=-3)
     seen_in = ((image > low) & (image < high)).all(dim=-3)
+    if mask is not None:
+        seen_in &= mask[::stride, ::stride]
     gains: list[float | None] = []
     for k, e in enumerate(evs):
         y_e = y[k].double()
@@ -233,6 +237,8 @@ def merge_with_input(
     highlight_shrink: float = 1.0,
     rim_bound: float | None = None,
     panorama: bool = False,
+    decoded: torch.Tensor | None = None,
+    max_ev: float | None = None,
 ) -> MergeResult:
     """Input-preserving image-to-HDR merge (METHOD.md "v1" post-process, as LEDiff / HDRCNN, with calibration).
 
@@ -248,6 +254,13 @@ def merge_with_input(
     H_pred -> c (H_pred / c)^s where H_pred > c (1: the head's prediction as it is).
     ``rim_bound`` kappa (None: off) caps the predicted excess inside each clipped region by what the input shows
     around it: log2(H_pred / c) <= kappa g d (``rim_excess_bound``; ``panorama``: regions wrap at +-180 degrees).
+    ``max_ev`` (None: every frame): only frames up to this EV are merged, unless ``knee_low`` > 0. A frame above
+    EV 0 sees a clipped input pixel at twice the clip level or more if it agrees with the input, so where it sees
+    one well, it is wrong: ``SELECTIVE_MAX_EV`` (0) drops them (measured on val, docs/image-to-hdr.md); outside
+    the clipped pixels the input's bounds pin the result within half a code value anyway.
+    ``decoded`` ([B, H, W] or [H, W] bool, None: everywhere): where the predicted frames were decoded (selective
+    decoding, ``input_merge_reads``), and the only pixels the gains are calibrated on; elsewhere the input is
+    kept (alpha = 0).
     image: [B, 3, H, W] or [3, H, W] display-encoded 8-bit input; y: [B, K, 3, H, W] (or [K, 3, H, W]) predicted
     frames; evs: their K EVs. Returns a MergeResult whose plow / phigh are those of H_pred's merge.
     """
@@ -257,13 +270,43 @@ def merge_with_input(
         raise InputError("image", f"shape {tuple(image.shape)} does not match frames {tuple(y.shape)}")
     batch_image, batch_y = image.reshape(-1, *image.shape[-3:]), y.reshape(-1, *y.shape[-4:])
     check_highlight_options(highlight_shrink, rim_bound)
+    if max_ev is not None and knee_low <= 0:
+        keep = [k for k, e in enumerate(evs) if e <= max_ev]
+        if not keep:
+            raise InputError("max_ev", f"got {max_ev}; no frame of the ladder is at or below it")
+        batch_y, evs = batch_y[:, keep], [evs[k] for k in keep]
     knees = (knee_low, knee_high)
-    results = [_merge_one_with_input(i, f, evs, curve, low, high, knees, highlight_shrink, rim_bound, panorama)
-               for i, f in zip(batch_image, batch_y)]
+    masks = [None] * len(batch_image) if decoded is None else decoded.reshape(-1, *image.shape[-2:])
+    results = [_merge_one_with_input(i, f, evs, curve, low, high, knees, highlight_shrink, rim_bound, panorama, m)
+               for i, f, m in zip(batch_image, batch_y, masks)]
     hdr = torch.stack([r.hdr for r in results]).reshape(image.shape)
     weight = torch.stack([r.weight_sum for r in results]).reshape(image.shape[:-3] + image.shape[-2:])
     n = len(results)
     return MergeResult(hdr, sum(r.plow for r in results) / n, sum(r.phigh for r in results) / n, weight)
+
+
+# The input-preserving merge reads predicted frames up to this EV (``merge_with_input(max_ev=)``): a clipped pixel is
+# at least at the clip level, so a frame above EV 0 sees it well only where it is wrong. Dropping those frames
+# gained 0.07 dB pooled on val (benchmarks/experiments/selective_merge.py), and selective decoding skips them.
+SELECTIVE_MAX_EV = 0.0
+
+
+def input_merge_reads(image: torch.Tensor, evs: Sequence[float], knee_low: float = 0.0, low: float = 0.02,
+                      max_ev: float | None = SELECTIVE_MAX_EV) -> tuple[torch.Tensor, list[int]]:
+    """Where ``merge_with_input`` needs the predicted frames beyond the input's own quantisation bin, and which.
+
+    image: [3, H, W] display-encoded 8-bit input. Returns ([H, W] bool, frame indices): the pixels with a clipped
+    channel (elsewhere the merge pins every channel to its 8-bit bin, within half a code value of the input),
+    and the frames that can see them (EV <= ``max_ev``). With a dark knee (``knee_low`` > 0), the pixels in it are
+    read too, by every frame. The calibration gains need a sample of well-exposed pixels besides (the caller's).
+    """
+    half_code = 0.5 / CODE_VALUES_8BIT
+    needed = (image >= 1.0 - half_code).any(dim=-3)
+    frames = [k for k, e in enumerate(evs) if max_ev is None or e <= max_ev]
+    if knee_low > 0:
+        needed |= (image < low + knee_low).any(dim=-3)
+        frames = list(range(len(evs)))
+    return needed, frames
 
 
 def check_highlight_options(highlight_shrink: float = 1.0, rim_bound: float | None = None) -> None:
@@ -275,9 +318,10 @@ def check_highlight_options(highlight_shrink: float = 1.0, rim_bound: float | No
         raise InputError("rim_bound", f"got {rim_bound}; accepted: None (off) or a positive factor")
 
 
-def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bound, panorama) -> MergeResult:
+def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bound, panorama,
+                          decoded=None) -> MergeResult:
     """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W] (sums in float32)."""
-    gains = calibration_gains(image, y, evs, curve, low, high)
+    gains = calibration_gains(image, y, evs, curve, low, high, mask=decoded)
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
     pred = _merge_frames(y, shifted, curve, low, high, torch.float32)
     half_code = 0.5 / CODE_VALUES_8BIT
@@ -296,6 +340,8 @@ def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bo
         alpha = torch.maximum(alpha, ((image.amax(dim=-3) - (high - knees[1])) / knees[1]).clamp(0.0, 1.0))
     if knees[0] > 0:
         alpha = torch.maximum(alpha, (((low + knees[0]) - image.amin(dim=-3)) / knees[0]).clamp(0.0, 1.0))
+    if decoded is not None:
+        alpha = alpha * decoded.to(alpha)
     hdr = (1.0 - alpha) * r_in + alpha * pred_hdr
     clipped = image >= 1.0 - half_code
     lower = response.decode((image - half_code).clamp(0.0, 1.0), curve)

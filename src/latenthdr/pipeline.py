@@ -36,6 +36,9 @@ class LatentHDROutput:
     diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
     seam_shift_px: columns by which ``brackets`` and ``hdr`` are rolled left against ``codec.decode(z)``: half a
     latent cell for generated panoramas (``LatentHDRPipeline.seam_shift_px``), 0 otherwise.
+    decoded: [B, H, W] bool, the pixels where the frames were decoded, when the decoding was selective
+    (:meth:`LatentHDRPipeline.decode_selective`): ``brackets`` then holds 1.0 elsewhere, and everywhere in the
+    frames the merge did not read; None: every frame decoded whole.
     """
 
     hdr: torch.Tensor
@@ -49,6 +52,7 @@ class LatentHDROutput:
     timings: dict[str, float] = field(default_factory=dict)
     diffusion_runs: int = 0
     seam_shift_px: int = 0
+    decoded: torch.Tensor | None = None
 
 
 class LatentHDRPipeline:
@@ -67,7 +71,8 @@ class LatentHDRPipeline:
     """
 
     def __init__(self, codec, head, curve: str = "gamma2.2", decode_chunk_size: int = 4, scene_source=None,
-                 head_precision: str = "auto", merge_options: dict | None = None):
+                 head_precision: str = "auto", merge_options: dict | None = None, decode_tile: int = 16,
+                 decode_margin: int | None = None):
         if head.config.space != codec.space:
             raise InputError(
                 "head", f"the head was trained for latent space {head.config.space!r}; the codec is {codec.space!r}"
@@ -79,7 +84,7 @@ class LatentHDRPipeline:
             raise InputError("scene_source", f"the scene source makes latents of space {scene_source.space!r}; "
                                              f"the codec is {codec.space!r}")
         self.codec, self.head, self.curve = codec, head.eval(), curve
-        self.decode_chunk_size = decode_chunk_size
+        self.decode_chunk_size, self.decode_tile, self.decode_margin = decode_chunk_size, decode_tile, decode_margin
         self.scene_source = scene_source
         self.head_bfloat16 = _resolve_head_precision(head_precision, next(head.parameters()).device)
         self.merge_options = check_merge_options({**DEFAULT_MERGE_OPTIONS, **(merge_options or {})})
@@ -109,6 +114,7 @@ class LatentHDRPipeline:
         panorama: str | bool = "auto",
         blend: bool = True,
         *,
+        selective: bool = True,
         prompt: str | Sequence[str] | None = None,
         **generate_options,
     ) -> LatentHDROutput:
@@ -117,7 +123,9 @@ class LatentHDRPipeline:
         image: [B, 3, H, W] or [3, H, W] float display-encoded (``self.curve``) in [0, 1] (the EV-0 frame).
         panorama: "auto" (2:1 aspect), True or False. blend: True (the default, our best) keeps the input where
         it is well exposed and lets the predicted frames speak only where it clips or is black
-        (``merge.merge_with_input``); False is the paper's merge of the decoded frames alone (METHOD.md Eq. 9)."""
+        (``merge.merge_with_input``); False is the paper's merge of the decoded frames alone (METHOD.md Eq. 9).
+        selective: with ``blend``, decode only what that merge reads (:meth:`decode_selective`), where the codec
+        decodes in windows; False, or a codec that cannot: every frame whole."""
         if (image is None) == (prompt is None):
             raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
         if prompt is not None:
@@ -130,12 +138,16 @@ class LatentHDRPipeline:
             z0 = self.encode(image, is_pano)
         with _timed(timings, "head"):
             z = self.expose(z0, evs, is_pano, self.head_inputs(z0, is_pano, image))
+        decoded = None
         with _timed(timings, "decode"):
-            y = self.decode(z, is_pano, image.shape[-2:])
+            if blend and selective and self.codec.tail_radius is not None:
+                y, decoded = self.decode_selective(z, evs, is_pano, image)
+            else:
+                y = self.decode(z, is_pano, image.shape[-2:])
         with _timed(timings, "merge"):
-            result = self.merge(y, evs, image if blend else None, is_pano)
+            result = self.merge(y, evs, image if blend else None, is_pano, decoded)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
-                               is_pano, timings)
+                               is_pano, timings, decoded=decoded)
 
     @torch.inference_mode()
     def generate(
@@ -271,13 +283,72 @@ class LatentHDRPipeline:
         y = decode_bracket(self.codec, z, chunk_size=self.decode_chunk_size, panorama=is_pano)
         return y[..., : size[0], : size[1]].clamp(0, 1)
 
+    def decode_selective(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool,
+                         image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode only what the input-preserving merge reads: (y [B, K, 3, H, W], decoded [B, H, W] bool).
+
+        Per image, ``merge.input_merge_reads`` names the pixels (those with a clipped channel) and the frames (EV
+        up to ``merge.SELECTIVE_MAX_EV``); the tiles of ``decode_tile`` cells under those pixels, and a regular
+        sample of about one tile in ``CALIBRATION_TILE_EVERY`` for the calibration gains, are decoded in windows
+        with the codec's exact margin (``codecs.decode_cells``), or, where those windows would cost more cells than
+        the whole frame, those frames are decoded whole (the merge reads the same pixels either way). Every other
+        pixel and frame holds 1.0, which the merge neither weights nor calibrates on; ``decoded`` tells it where
+        the frames speak."""
+        from latenthdr.models.codecs import decode_cells, tile_runs, window_cells
+
+        d, (height, width) = self.codec.downscale, image.shape[-2:]
+        margin = self.codec.tail_radius if self.decode_margin is None else self.decode_margin
+        frames_out, masks = [], []
+        for z_b, image_b in zip(z, image):
+            cells, frames = self.selective_plan(image_b, evs, is_pano)
+            out = torch.ones(len(evs), 3, *(n * d for n in cells.shape))
+            h, w = cells.shape
+            windows = tile_runs(cells, self.decode_tile)
+            decoded = _window_cells_mask(windows, cells.shape)
+            if frames and window_cells(windows, margin, h, w, is_pano) < h * w:
+                part = out[frames]
+                decode_cells(self.codec, z_b[frames], cells, part, panorama=is_pano, tile=self.decode_tile,
+                             margin=self.decode_margin, chunk_size=self.decode_chunk_size)
+                out[frames] = part
+            elif frames:  # the windows would cost more than whole frames: those frames whole, the same merge
+                out[frames] = self.codec.decode(z_b[frames], chunk_size=self.decode_chunk_size, panorama=is_pano)
+            frames_out.append(out[..., :height, :width])
+            masks.append(decoded.repeat_interleave(d, 0).repeat_interleave(d, 1)[:height, :width])
+        return torch.stack(frames_out).to(z.device), torch.stack(masks).to(z.device)
+
+    def selective_plan(self, image: torch.Tensor, evs: Sequence[float], is_pano: bool) -> tuple[torch.Tensor, list[int]]:
+        """What :meth:`decode_selective` decodes for one image [3, H, W]: (latent cells [h, w] bool, frame indices).
+        The cells hold the pixels ``merge.input_merge_reads`` names and, every ``CALIBRATION_TILE_EVERY`` tiles,
+        a calibration tile; whole tiles of ``decode_tile`` cells are decoded around them."""
+        d = self.codec.downscale
+        needed, frames = merge.input_merge_reads(image, evs, knee_low=self.merge_options.get("knee_low", 0.0),
+                                                 max_ev=self.merge_options.get("max_ev"))
+        cells = F.max_pool2d(_pad_to_multiple(needed[None, None].float(), d, is_pano), d)[0, 0] > 0
+        if CALIBRATION_TILE_EVERY:
+            cells |= _calibration_tiles(cells.shape, self.decode_tile)
+        return cells, frames
+
     def merge(self, y: torch.Tensor, evs: Sequence[float], image: torch.Tensor | None,
-              panorama: bool = False) -> merge.MergeResult:
+              panorama: bool = False, decoded: torch.Tensor | None = None) -> merge.MergeResult:
         """METHOD.md Eq. 9 over the decoded bracket, or the input-preserving variant when ``image`` is given
-        (``merge_options``; ``panorama``: clipped regions wrap at +-180 degrees)."""
+        (``merge_options``; ``panorama``: clipped regions wrap at +-180 degrees; ``decoded``: where the frames
+        were decoded, from :meth:`decode_selective`)."""
         if image is None:
             return merge.merge_bracket(y, evs, curve=self.curve)
-        return merge.merge_with_input(image, y, evs, curve=self.curve, panorama=panorama, **self.merge_options)
+        if decoded is None and self.codec.tail_radius is not None:  # whole frames: the selective decode's pixels
+            decoded = torch.stack([self.decoded_pixels(i, evs, panorama) for i in image.reshape(-1, *image.shape[-3:])])
+            decoded = decoded.reshape(image.shape[:-3] + image.shape[-2:])
+        return merge.merge_with_input(image, y, evs, curve=self.curve, panorama=panorama, decoded=decoded,
+                                      **self.merge_options)
+
+    def decoded_pixels(self, image: torch.Tensor, evs: Sequence[float], is_pano: bool) -> torch.Tensor:
+        """[H, W] bool: the pixels :meth:`decode_selective` decodes for one image [3, H, W] (whole tiles)."""
+        from latenthdr.models.codecs import tile_runs
+
+        cells, _ = self.selective_plan(image, evs, is_pano)
+        decoded = _window_cells_mask(tile_runs(cells, self.decode_tile), cells.shape)
+        d = self.codec.downscale
+        return decoded.repeat_interleave(d, 0).repeat_interleave(d, 1)[: image.shape[-2], : image.shape[-1]]
 
 
 # A decoded EV-0 frame's clipped level for unseen maps: the level at which decode(encode(frame)) of the embedded
@@ -289,11 +360,12 @@ DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
 
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
-MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low")
+MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low", "max_ev")
 # Our best on the val panoramas and photographs (docs/image-to-hdr.md, "Where the head is unsure"): half the
 # predicted excess over the clip level, in stops. It took the worst val image from -3.8 dB to -0.3 dB against its
 # linearised input and the pooled gain from +0.54 to +0.72 dB; the rim bound added nothing on top of it.
-DEFAULT_MERGE_OPTIONS = {"highlight_shrink": 0.5}
+# Frames above EV 0 are not merged (``merge.SELECTIVE_MAX_EV``): +0.07 dB pooled on val, and fewer frames to decode.
+DEFAULT_MERGE_OPTIONS = {"highlight_shrink": 0.5, "max_ev": merge.SELECTIVE_MAX_EV}
 
 
 def check_merge_options(options: dict) -> dict:
@@ -388,6 +460,28 @@ def _pad_to_multiple(image: torch.Tensor, multiple: int, wrap: bool) -> torch.Te
     if pad_h:
         image = F.pad(image, (0, 0, 0, pad_h), mode="replicate")
     return image
+
+
+CALIBRATION_TILE_EVERY = 8  # selective decoding: one tile in this many is decoded for the calibration gains
+
+
+def _window_cells_mask(windows, shape) -> torch.Tensor:
+    """[h, w] bool: the latent cells inside ``windows`` ((r0, r1, c0, c1) each)."""
+    mask = torch.zeros(shape, dtype=torch.bool)
+    for r0, r1, c0, c1 in windows:
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def _calibration_tiles(shape: tuple[int, int], tile: int, every: int = CALIBRATION_TILE_EVERY) -> torch.Tensor:
+    """[h, w] bool latent cells of a regular, staggered sample of about one tile in ``every`` (at least one)."""
+    rows, cols = -(-shape[0] // tile), -(-shape[1] // tile)
+    i, j = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    picked = (j + i * (every // 2 + 1)) % every == 0  # staggered rows: no column of tiles is all picked
+    if not picked.any():
+        picked[rows // 2, cols // 2] = True
+    cells = picked.repeat_interleave(tile, 0).repeat_interleave(tile, 1)
+    return cells[: shape[0], : shape[1]]
 
 
 def _per_image(value) -> list[float]:

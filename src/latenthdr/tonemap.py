@@ -102,6 +102,16 @@ def auto_exposure_ev(H: torch.Tensor, key: float = 0.18) -> float:
     return math.log2(key / log_average)
 
 
+def reexposed_bracket(H: torch.Tensor, evs: Sequence[float], max_width: int = 256,
+                      curve: response.DisplayCurve = "gamma2.2") -> torch.Tensor:
+    """The HDR [3, H, W] re-exposed at each EV, as a camera would take it: [K, 3, h, w] display in [0, 1], shrunk
+    (area) to at most ``max_width`` pixels wide first, so a contact sheet costs no full-resolution frames.
+    frame_e = encode(clip(2^e H, 0, 1)) with the display ``curve``."""
+    H = _check_hdr(H)
+    small = _resize_tiles(H[None], max_width)[0] if H.shape[-1] > max_width else H
+    return torch.stack([response.encode((small * 2.0**e).clamp(0.0, 1.0), curve) for e in evs])
+
+
 def _resize_tiles(frames: torch.Tensor, max_tile_width: int) -> torch.Tensor:
     h, w = frames.shape[-2:]
     if w <= max_tile_width:

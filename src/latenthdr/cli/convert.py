@@ -11,7 +11,9 @@ from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
 def register(sub) -> None:
-    p = sub.add_parser("convert", help="LDR photo or panorama -> linear HDR EXR (+ preview, bracket sheet, JSON)")
+    p = sub.add_parser("convert", help="LDR photo or panorama -> linear HDR EXR (+ preview, bracket sheet, JSON)",
+                       description="Image-to-HDR. The bracket sheet (OUT.bracket.png) shows " + BRACKET_SHEET + "; by "
+                                   "default only the tiles around the input's clipped pixels are decoded.")
     p.add_argument("input", metavar="IN", help="LDR image (.png/.jpg/.tif, 8 or 16 bit) or a clipped linear .exr")
     p.add_argument("-o", "--output", required=True, metavar="OUT.exr", help="output EXR")
     p.add_argument("--codec", help="latent codec: 'embedded' (default when shipped), 'taef2', a VAE dir or hub id")
@@ -30,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
     add_overwrite(p)
     p.set_defaults(handler=run_convert)
+
+
+BRACKET_SHEET = "the merged HDR re-exposed at each EV of the ladder (gamma 2.2, clipped), at preview size"
 
 
 def output_paths(output: str, previews: bool) -> dict[str, Path]:
@@ -87,14 +92,17 @@ def run_convert(args) -> int:
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
               "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
               "models": models, "plow": out.plow[0],
-              "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:])}
+              "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:]),
+              "decoded_fraction": 1.0 if out.decoded is None else float(out.decoded.float().mean())}
+    if not args.no_previews:
+        report["bracket_sheet"] = BRACKET_SHEET
     io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=args.overwrite,
                  metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "merge": merge_name(blend),
                            "head": models["head"] or "", "scale": "relative: 1.0 = the input's clipping level"})
     if not args.no_previews:
         preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
         io.write_png(paths["preview"], io.to_numpy(preview), overwrite=args.overwrite)
-        sheet = tonemap.contact_sheet(out.brackets[0], [f"EV {e:+g}" for e in evs], columns=7)
+        sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)
         io.write_png(paths["bracket"], io.to_numpy(sheet), overwrite=args.overwrite)
     report["timings_s"] = {"load_models": load_s, **out.timings, "write": time.perf_counter() - t0,
                            "total": time.perf_counter() - started}

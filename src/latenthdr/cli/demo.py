@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli.convert import BRACKET_SHEET
 
 OUTPUTS = ("input.png", "hdr.exr", "hdr.preview.png", "hdr.bracket.png", "hdr.json", "truth.exr")
 
@@ -60,7 +61,7 @@ def run_demo(args) -> int:
                            "merge": "input-preserving"})
     preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
     io.write_png(paths["hdr.preview.png"], io.to_numpy(preview), overwrite=args.overwrite)
-    sheet = tonemap.contact_sheet(result.brackets[0], [f"EV {e:+g}" for e in evs], columns=7)
+    sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)
     io.write_png(paths["hdr.bracket.png"], io.to_numpy(sheet), overwrite=args.overwrite)
     timings = {**result.timings, "write": time.perf_counter() - t0}
     report = {
@@ -71,6 +72,7 @@ def run_demo(args) -> int:
                   "photo": metrics.stops(l2h.linearised_input(case.ldr, evs))},
         "vs_truth": {"hdr": l2h.score(hdr, case), "photo_linearised": l2h.score(l2h.linearised_input(case.ldr, evs), case)},
         "seam": metrics.seam_error(hdr),
+        "bracket_sheet": BRACKET_SHEET,
         "timings_s": timings,
     }
     io.write_json(paths["hdr.json"], report, overwrite=args.overwrite)

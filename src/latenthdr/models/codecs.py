@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -90,6 +91,20 @@ class LatentCodec(abc.ABC):
     @abc.abstractmethod
     def _decode_raw(self, z_raw: torch.Tensor) -> torch.Tensor:
         """Model-native latent [n, C, h, w] -> display-encoded image [n, 3, h*d, w*d], about [0, 1], unclamped."""
+
+    # Tiled decoding (``decode_cells``): the decoder split into a stem that runs on whole frames at the latent
+    # grid (where a model keeps its global layers: TAEF2's GroupNorm pools) and a tail of local layers that runs
+    # on windows. ``tail_radius`` is the tail's receptive-field radius in latent cells (a window needs that much
+    # latent context on each side to decode its core exactly); None: the model cannot be decoded in windows.
+    tail_radius: int | None = None
+
+    def _decode_stem(self, z_raw: torch.Tensor) -> torch.Tensor:
+        """Model-native latent [n, C, h, w] -> the tail's input at the latent grid (model dtype)."""
+        return z_raw
+
+    def _decode_tail(self, features: torch.Tensor) -> torch.Tensor:
+        """The stem's output [n, F, h, w] -> display image [n, 3, h*d, w*d], unclamped."""
+        return self._decode_raw(features)
 
     def normalise(self, z_raw: torch.Tensor) -> torch.Tensor:
         """Model-native latent -> normalised latent (float32). Identity unless the model scales its latents."""
@@ -222,6 +237,8 @@ class TinyCodec(LatentCodec):
     diffusers' tiny encoder takes [-1, 1] and its decoder returns [-1, 1] (both convert to TAESD's native
     [0, 1] inside); we convert at this boundary. Latents: z = (raw - shift_factor) * scaling_factor from the
     config (1 and 0 for TAESD/TAEF2, whose raw latents are already in their target space).
+    Tiled decoding: the stem is the decoder's input clamp and its layers before the first upsampling (TAEF2's
+    pools, whose GroupNorm sees the whole frame, sit there); the tail is the rest, 3x3 convolutions only.
     """
 
     def __init__(self, vae: nn.Module, space: str | None = None, wrap_columns: int | None = None):
@@ -239,11 +256,158 @@ class TinyCodec(LatentCodec):
     def _decode_raw(self, z_raw):
         return (self.module.decode(z_raw).sample + 1.0) / 2.0
 
+    @property
+    def _split(self) -> int:
+        """Index of the decoder's first upsampling layer: where the stem ends."""
+        layers = self.module.decoder.layers
+        return next(i for i, layer in enumerate(layers) if isinstance(layer, nn.Upsample))
+
+    @property
+    def tail_radius(self) -> int:
+        return math.ceil(conv_stack_radius(self.module.decoder.layers[self._split:]))
+
+    def _decode_stem(self, z_raw):
+        return self.module.decoder.layers[: self._split](torch.tanh(z_raw / 3.0) * 3.0)  # DecoderTiny.forward
+
+    def _decode_tail(self, features):
+        return self.module.decoder.layers[self._split:](features)  # [0, 1]: forward's [-1, 1] undone
+
     def normalise(self, z_raw):
         return (z_raw - self.shift) * self.scale
 
     def denormalise(self, z):
         return z / self.scale + self.shift
+
+
+def conv_stack_radius(layers: nn.Module) -> float:
+    """Receptive-field radius of a stack of local layers, in cells of its input grid: each k x k convolution
+    adds (k - 1) / 2 cells of its own resolution; a 2x upsampling (``nn.Upsample`` or a pixel shuffle) halves
+    the size of a cell. Walks submodules in registration order, which is their order of use in the TAESD blocks
+    and the embedded decoder (a residual skip adds nothing to the radius)."""
+    radius, scale = 0.0, 1.0
+    for module in layers.modules():
+        if isinstance(module, nn.Upsample):
+            scale *= float(module.scale_factor)
+        elif isinstance(module, nn.PixelShuffle):
+            scale *= module.upscale_factor
+        elif isinstance(module, nn.Conv2d):
+            radius += (module.kernel_size[0] - 1) / 2 * module.dilation[0] / scale
+    return radius
+
+
+class WindowDecoder:
+    """Decodes windows of latent cells of N frames on demand, as the whole frames would decode there.
+
+    z: [N, C, h, w] normalised latents. The decoder's stem (``LatentCodec._decode_stem``) runs once per frame, on
+    the whole grid with the panorama wrap of :meth:`LatentCodec.decode`, when that frame is first asked for; the
+    tail runs on each window widened by ``margin`` cells of latent context per side (default
+    ``codec.tail_radius``: exact), or up to the frame's border, where the full decode meets zero padding as the
+    window then does; panoramas' windows wrap at +-180 degrees.
+    """
+
+    def __init__(self, codec: LatentCodec, z: torch.Tensor, *, panorama: bool = False, margin: int | None = None):
+        _check_rank(z, "z", 4)
+        margin = codec.tail_radius if margin is None else margin
+        if margin is None:
+            raise InputError("codec", f"{type(codec).__name__} has global layers after its latent grid; it cannot "
+                                      "be decoded in windows")
+        self.codec, self.z, self.panorama, self.margin = codec, z, panorama, int(margin)
+        self._stems: dict[int, torch.Tensor] = {}
+
+    @torch.inference_mode()
+    def decode(self, frames: list[int], r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        """Cells [r0, r1) x [c0, c1) of ``frames`` -> [len(frames), 3, (r1 - r0) d, (c1 - c0) d] display [0, 1]."""
+        h, w = self.z.shape[-2:]
+        d = self.codec.downscale
+        rows, top = _window_index(r0, r1, self.margin, h, wrap=False)
+        cols, left = _window_index(c0, c1, self.margin, w, wrap=self.panorama)
+        window = torch.stack([self._stem(k)[:, rows][:, :, cols] for k in frames])
+        y = self.codec._decode_tail(window).float().clamp(0.0, 1.0)
+        return y[..., top * d:(top + r1 - r0) * d, left * d:(left + c1 - c0) * d].to(self.z.device)
+
+    def _stem(self, k: int) -> torch.Tensor:
+        if k not in self._stems:
+            codec, z = self.codec, self.z[k:k + 1]
+            p = min(codec.wrap_columns, z.shape[-1]) if self.panorama else 0
+            z_raw = codec.denormalise(z.to(device=codec.device, dtype=torch.float32))
+            if p:
+                z_raw = F.pad(z_raw, (p, p, 0, 0), mode="circular")
+            features = codec._decode_stem(z_raw.to(codec.dtype))[0]
+            self._stems[k] = features[..., p:-p] if p else features
+        return self._stems[k]
+
+
+def decode_cells(codec: LatentCodec, z: torch.Tensor, cells: torch.Tensor, out: torch.Tensor, *,
+                 panorama: bool = False, tile: int = 16, margin: int | None = None,
+                 chunk_size: int = 4) -> torch.Tensor:
+    """Decode only the latent cells the caller wants, in every frame, into ``out``; returns the cells decoded.
+
+    z: [N, C, h, w] normalised latents; cells: [h, w] bool; out: [N, 3, h d, w d] float, written where decoded
+    (display [0, 1]) and left as it is elsewhere. Each run of adjacent ``tile`` x ``tile`` tiles holding a wanted
+    cell (``tile_runs``) is one :class:`WindowDecoder` window, run for ``chunk_size`` frames at a time.
+    Returns [h, w] bool: the cells written (whole tiles).
+    """
+    n, _, h, w = z.shape
+    d = codec.downscale
+    if cells.shape != (h, w) or out.shape != (n, 3, h * d, w * d):
+        raise InputError("cells/out", f"cells {tuple(cells.shape)} and out {tuple(out.shape)} do not match z "
+                                      f"{tuple(z.shape)}")
+    decoder = WindowDecoder(codec, z, panorama=panorama, margin=margin)
+    decoded = torch.zeros(h, w, dtype=torch.bool)
+    for r0, r1, c0, c1 in tile_runs(cells, tile):
+        for k in range(0, n, chunk_size):
+            frames = list(range(k, min(k + chunk_size, n)))
+            out[frames, :, r0 * d:r1 * d, c0 * d:c1 * d] = decoder.decode(frames, r0, r1, c0, c1).to(out)
+        decoded[r0:r1, c0:c1] = True
+    return decoded
+
+
+def tile_runs(cells: torch.Tensor, tile: int) -> list[tuple[int, int, int, int]]:
+    """Windows (r0, r1, c0, c1) of cells covering every ``tile`` x ``tile`` tile that holds a wanted cell: the
+    bounding box of each 8-connected group of such tiles, or, where that box would be more than twice the
+    group's own tiles, each row of the group's tiles cut into runs of adjacent tiles."""
+    from scipy import ndimage
+
+    h, w = cells.shape
+    rows, cols = -(-h // tile), -(-w // tile)
+    padded = torch.zeros(rows * tile, cols * tile, dtype=torch.bool)
+    padded[:h, :w] = cells
+    wanted = padded.view(rows, tile, cols, tile).any(dim=3).any(dim=1).numpy()
+    labels, _ = ndimage.label(wanted, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    windows = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        group = labels[box] == index
+        if group.size <= 2 * group.sum():
+            windows.append((box[0].start, box[0].stop, box[1].start, box[1].stop))
+            continue
+        for i, row in enumerate(group):
+            j = 0
+            while j < len(row):
+                if row[j]:
+                    start = j
+                    while j < len(row) and row[j]:
+                        j += 1
+                    windows.append((box[0].start + i, box[0].start + i + 1, box[1].start + start, box[1].start + j))
+                j += 1
+    return [(r0 * tile, min(r1 * tile, h), c0 * tile, min(c1 * tile, w)) for r0, r1, c0, c1 in windows]
+
+
+def window_cells(windows, margin: int, h: int, w: int, panorama: bool = False) -> int:
+    """Latent cells the decoder's tail runs on for ``windows`` (margins included): their cost against h * w."""
+    total = 0
+    for r0, r1, c0, c1 in windows:
+        total += len(_window_index(r0, r1, margin, h, False)[0]) * len(_window_index(c0, c1, margin, w, panorama)[0])
+    return total
+
+
+def _window_index(a: int, b: int, margin: int, size: int, wrap: bool) -> tuple[torch.Tensor, int]:
+    """Indices of a window over cells [a, b) with ``margin`` cells each side, and where [a, b) starts in it:
+    modulo ``size`` when ``wrap`` (a panorama's columns, repeated as circular padding repeats them), else cut at
+    the borders (where the full decode meets zero padding, as the window then does)."""
+    if wrap:
+        return torch.arange(a - margin, b + margin) % size, margin
+    lo = max(a - margin, 0)
+    return torch.arange(lo, min(b + margin, size)), a - lo
 
 
 def kl_space_id(vae: nn.Module) -> str:

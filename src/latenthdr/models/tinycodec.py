@@ -269,6 +269,7 @@ class EmbeddedCodec(LatentCodec):
         config = model.config
         super().__init__(model.to(memory_format=torch.channels_last), config.space, config.latent_channels,
                          DOWNSCALE, wrap_columns(config))
+        self.tail_radius = math.ceil(receptive_radius(config)[1])  # no global layer: the whole decoder tiles
 
     def _encode_raw(self, y):
         return self.module.encoder(y).contiguous()
