@@ -468,3 +468,21 @@ def test_tensor_layout_round_trip(rng):
         io.to_tensor(pixels.transpose(2, 0, 1))
     with pytest.raises(InputError):
         io.to_numpy(t.permute(1, 2, 0))
+
+
+def test_replacing_a_bracket_deletes_only_its_own_stale_frames(tmp_path, rng):
+    """--overwrite removes the previous bracket's frames that the new one lacks, never a file that an edited
+    bracket.json names (the user's own files)."""
+    import json
+
+    d = tmp_path / "bracket"
+    frames = [rng.random((4, 6, 3)).astype(np.float32) for _ in range(3)]
+    io.write_bracket_dir(d, frames, [-1.0, 0.0, 1.0], {})
+    (d / "thesis.tex").write_text("mine")
+    meta = json.loads((d / "bracket.json").read_text())
+    meta["frames"].append("thesis.tex")
+    (d / "bracket.json").write_text(json.dumps(meta))
+    io.write_bracket_dir(d, frames[:2], [-1.0, 0.0], {}, overwrite=True)
+    assert (d / "thesis.tex").read_text() == "mine"
+    assert not (d / io.bracket_frame_name(2, 1.0)).exists()
+    assert sorted(p.name for p in d.glob("frame_*")) == [io.bracket_frame_name(0, -1.0), io.bracket_frame_name(1, 0.0)]

@@ -217,7 +217,10 @@ def test_convert_bad_inputs(model_files, tmp_path, capsys):
         (["convert", src, "-o", tmp_path / "e.png", *common, "--head", model_files / "head.safetensors"], "--output"),
         (["convert", src, "-o", tmp_path / "f.exr", "--codec", "./no-such-model-dir",
           "--head", model_files / "head.safetensors"], "codec"),
+        (["convert", tmp_path / "in.preview.png", "-o", tmp_path / "in.exr", *common,  # its own preview
+          "--head", model_files / "head.safetensors", "--overwrite"], "would replace the input"),
     ]
+    cv2.imwrite(str(tmp_path / "in.preview.png"), np.full((16, 16, 3), 128, np.uint8))
     for argv, named in cases:
         code, _, err = run(capsys, *argv)
         assert code == 2, (argv, err)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io as io_module
 import json
+import re
 import numbers
 import os
 import sys
@@ -466,6 +467,9 @@ BRACKET_FORMAT = "latenthdr-bracket-v1"
 BRACKET_CONTACT_SHEET = "contact.png"
 
 
+FRAME_NAME = re.compile(r"frame_\d{2,}_ev[+-]\d+(\.\d+)?\.png")  # what bracket_frame_name writes
+
+
 def bracket_frame_name(index: int, ev: float) -> str:
     """File name of frame ``index`` at exposure ``ev`` in a bracket directory, e.g. ``frame_03_ev-4.png``."""
     return f"frame_{index:02d}_ev{ev:+g}.png"
@@ -506,8 +510,10 @@ def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, over
     if contact_sheet is not None:
         write_png(d / BRACKET_CONTACT_SHEET, contact_sheet, overwrite=True)
     for stale in set(old.get("frames", [])) - set(names):  # frames of the replaced bracket only
+        if not (isinstance(stale, str) and FRAME_NAME.fullmatch(stale)):
+            continue  # bracket.json may have been edited: only a name this function writes is ever deleted
         with contextlib.suppress(OSError):
-            (d / Path(stale).name).unlink()
+            (d / stale).unlink()
     write_json(d / BRACKET_JSON, {"format": BRACKET_FORMAT, **metadata, "evs": [float(e) for e in evs],
                                   "frames": names}, overwrite=True)
     return paths

@@ -290,10 +290,10 @@ class LatentHDRPipeline:
         Per image, ``merge.input_merge_reads`` names the pixels (those with a clipped channel) and the frames (EV
         up to ``merge.SELECTIVE_MAX_EV``); the tiles of ``decode_tile`` cells under those pixels, and a regular
         sample of about one tile in ``CALIBRATION_TILE_EVERY`` for the calibration gains, are decoded in windows
-        with the codec's exact margin (``codecs.decode_cells``), or, where those windows would cost more cells than
-        the whole frame, those frames are decoded whole (the merge reads the same pixels either way). Every other
-        pixel and frame holds 1.0, which the merge neither weights nor calibrates on; ``decoded`` tells it where
-        the frames speak."""
+        with the codec's exact margin (``codecs.decode_cells``), or, where those windows, margins included, would
+        hold more cells than the whole frame, those frames are decoded whole (the merge reads the same pixels either
+        way). Every other pixel and frame holds 1.0, which the merge neither weights nor calibrates on; ``decoded``
+        tells it where the frames speak."""
         from latenthdr.models.codecs import decode_cells, tile_runs, window_cells
 
         d, (height, width) = self.codec.downscale, image.shape[-2:]

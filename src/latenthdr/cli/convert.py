@@ -81,6 +81,8 @@ def run_convert(args) -> int:
     io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
     for path in paths.values():
         io.check_output(path, args.overwrite, "--output")
+        if path.exists() and path.resolve() == Path(args.input).resolve():
+            raise InputError("--output", f"{path} would replace the input IN; choose another output name")
     image, source = load_input(args.input, args.input_curve)
     t0 = time.perf_counter()
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
