@@ -304,7 +304,7 @@ class LatentHDRPipeline:
             out = torch.ones(len(evs), 3, *(n * d for n in cells.shape))
             h, w = cells.shape
             windows = tile_runs(cells, self.decode_tile)
-            decoded = _window_cells_mask(windows, cells.shape)
+            decoded = _wanted_tiles(cells, self.decode_tile)  # the merge reads these, whatever the windows cover
             if frames and window_cells(windows, margin, h, w, is_pano) < h * w:
                 part = out[frames]
                 decode_cells(self.codec, z_b[frames], cells, part, panorama=is_pano, tile=self.decode_tile,
@@ -342,11 +342,11 @@ class LatentHDRPipeline:
                                       **self.merge_options)
 
     def decoded_pixels(self, image: torch.Tensor, evs: Sequence[float], is_pano: bool) -> torch.Tensor:
-        """[H, W] bool: the pixels :meth:`decode_selective` decodes for one image [3, H, W] (whole tiles)."""
-        from latenthdr.models.codecs import tile_runs
-
+        """[H, W] bool: the pixels of one image [3, H, W] that the merge reads after :meth:`decode_selective`: the
+        ``decode_tile`` tiles holding a cell of :meth:`selective_plan` (the windows that decode them may cover
+        more, or the whole frame; the merge does not depend on how they are grouped)."""
         cells, _ = self.selective_plan(image, evs, is_pano)
-        decoded = _window_cells_mask(tile_runs(cells, self.decode_tile), cells.shape)
+        decoded = _wanted_tiles(cells, self.decode_tile)
         d = self.codec.downscale
         return decoded.repeat_interleave(d, 0).repeat_interleave(d, 1)[: image.shape[-2], : image.shape[-1]]
 
@@ -465,12 +465,11 @@ def _pad_to_multiple(image: torch.Tensor, multiple: int, wrap: bool) -> torch.Te
 CALIBRATION_TILE_EVERY = 8  # selective decoding: one tile in this many is decoded for the calibration gains
 
 
-def _window_cells_mask(windows, shape) -> torch.Tensor:
-    """[h, w] bool: the latent cells inside ``windows`` ((r0, r1, c0, c1) each)."""
-    mask = torch.zeros(shape, dtype=torch.bool)
-    for r0, r1, c0, c1 in windows:
-        mask[r0:r1, c0:c1] = True
-    return mask
+def _wanted_tiles(cells: torch.Tensor, tile: int) -> torch.Tensor:
+    """[h, w] bool: the cells of every ``tile`` x ``tile`` tile that holds a True cell of ``cells``."""
+    h, w = cells.shape
+    pooled = F.max_pool2d(cells[None, None].float(), tile, ceil_mode=True)[0, 0] > 0
+    return pooled.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
 
 
 def _calibration_tiles(shape: tuple[int, int], tile: int, every: int = CALIBRATION_TILE_EVERY) -> torch.Tensor:
