@@ -36,9 +36,10 @@ class LatentHDROutput:
     diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
     seam_shift_px: columns by which ``brackets`` and ``hdr`` are rolled left against ``codec.decode(z)``: half a
     latent cell for generated panoramas (``LatentHDRPipeline.seam_shift_px``), 0 otherwise.
-    decoded: [B, H, W] bool, the pixels where the frames were decoded, when the decoding was selective
-    (:meth:`LatentHDRPipeline.decode_selective`): ``brackets`` then holds 1.0 elsewhere, and everywhere in the
-    frames the merge did not read; None: every frame decoded whole.
+    decoded: [B, H, W] bool, the pixels the merge read the frames at, when the decoding was selective
+    (:meth:`LatentHDRPipeline.decode_selective`): ``brackets`` then holds 1.0 in the frames the merge did not read,
+    and elsewhere 1.0 or, where whole frames were cheaper than windows, their decoded values; None: every frame
+    decoded whole.
     """
 
     hdr: torch.Tensor
