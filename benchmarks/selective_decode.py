@@ -13,7 +13,6 @@ its frames (EV <= 0) whole.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -22,18 +21,13 @@ import torch
 
 from latenthdr import exposure
 from latenthdr.bench import l2h
-from latenthdr.cli.bench import dataset_labels, load_references
+from latenthdr.cli.bench import experiment_parser, dataset_labels, load_references
 from latenthdr.models.codecs import tile_runs, window_cells
 from latenthdr.pipeline import LatentHDRPipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--codec")
-    parser.add_argument("--head")
-    parser.add_argument("--clip", default="0.03")
-    parser.add_argument("--evs", default="-7:5:1")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--max-side", type=int, default=1024)
     parser.add_argument("--limit", type=int, default=0, help="images per folder (0: all)")
     parser.add_argument("--tile", type=int, default=None, help="decode tile in latent cells (default: the pipeline's)")

@@ -12,23 +12,17 @@ region, ``merge.rim_excess_bound``).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 from latenthdr import exposure, merge
 from latenthdr.bench import l2h
-from latenthdr.cli.bench import BracketCache, case_outputs, dataset_labels, load_references
+from latenthdr.cli.bench import experiment_parser, BracketCache, case_outputs, dataset_labels, load_references
 from latenthdr.pipeline import LatentHDRPipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--codec")
-    parser.add_argument("--head")
-    parser.add_argument("--clip", default="0.03")
-    parser.add_argument("--evs", default="-7:5:1")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--cache", type=Path, help="bench l2h --brackets-cache folder (shared with bench l2h)")
     parser.add_argument("--shrink", default="1,0.85,0.7,0.5")
     parser.add_argument("--rim", default="", help="rim_bound factors to try, e.g. 1,2,3")

@@ -13,24 +13,18 @@ as it was (every frame, calibrated on the whole image: ``all frames``), for:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 
 from latenthdr import exposure, merge, pipeline
 from latenthdr.bench import l2h
-from latenthdr.cli.bench import BracketCache, case_outputs, dataset_labels, load_references
+from latenthdr.cli.bench import experiment_parser, BracketCache, case_outputs, dataset_labels, load_references
 from latenthdr.pipeline import LatentHDRPipeline
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", action="append", required=True)
-    parser.add_argument("--codec")
-    parser.add_argument("--head")
-    parser.add_argument("--clip", default="0.03")
-    parser.add_argument("--evs", default="-7:5:1")
+    parser = experiment_parser(__doc__)
     parser.add_argument("--cache", type=Path, required=True)
     parser.add_argument("--frames", default="1,0,-1", help="EV limits at clipped pixels to try")
     parser.add_argument("--tiles", default="16/8,16/0,32/0", help="tile/calibration-every pairs to try")

@@ -73,6 +73,20 @@ def _clip_fractions(spec: str) -> list[float]:
     return values
 
 
+def experiment_parser(doc: str):
+    """An argparse parser for the l2h benchmark scripts (benchmarks/): its description is ``doc``'s first line,
+    with the flags every one of them takes: --data (repeatable), --codec, --head, --clip, --evs."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True)
+    parser.add_argument("--codec")
+    parser.add_argument("--head")
+    parser.add_argument("--clip", default="0.03")
+    parser.add_argument("--evs", default="-7:5:1")
+    return parser
+
+
 def dataset_labels(folders: list[str]) -> list[str]:
     """Short, distinct labels for benchmark folders: the last two path parts ("hdri/val", "photos/val")."""
     from latenthdr.errors import InputError
