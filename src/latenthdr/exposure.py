@@ -21,11 +21,13 @@ MAX_FRAMES = 257
 MAX_ABS_EV = 40.0
 
 
-def parse_ev_ladder(spec: str | Sequence[float], argument: str = "evs") -> tuple[float, ...]:
+def parse_ev_ladder(spec: str | Sequence[float], argument: str = "evs", *,
+                    require_zero: bool = False) -> tuple[float, ...]:
     """Parse an EV ladder: ``"start:stop:step"`` (inclusive, step > 0, non-integer steps allowed),
     ``"a,b,c"`` or a sequence of numbers. Returns the EVs sorted ascending.
 
-    Raises InputError for empty, non-finite, duplicate (closer than 1e-6 stops) or out-of-range EVs.
+    Raises InputError for empty, non-finite, duplicate (closer than 1e-6 stops) or out-of-range EVs, and
+    with ``require_zero`` for a ladder without EV 0 (the pipeline's scene latent is the EV-0 frame).
     """
     if isinstance(spec, str):
         evs = _parse_ev_string(spec.strip(), argument)
@@ -39,12 +41,15 @@ def parse_ev_ladder(spec: str | Sequence[float], argument: str = "evs") -> tuple
     if any(not math.isfinite(v) or abs(v) > MAX_ABS_EV for v in evs):
         raise InputError(argument, f"EVs must be finite and within +-{MAX_ABS_EV:g} stops, got {evs}")
     if len(evs) > MAX_FRAMES:
-        raise InputError(argument, f"{len(evs)} frames; at most {MAX_FRAMES} are accepted")
+        raise InputError(argument, f"{len(evs)} frames; accepted: at most {MAX_FRAMES}")
     evs = sorted(evs)
     for a, b in zip(evs, evs[1:]):
         if b - a < 1e-6:
             raise InputError(argument, f"duplicate EV {a:g}; every EV must appear once")
-    return tuple(evs)
+    if require_zero and not any(abs(e) < 1e-6 for e in evs):
+        raise InputError(argument, f"{format_ev_ladder(evs)} has no EV 0; the scene latent is the EV-0 frame, so the "
+                                   f"ladder must contain 0 (e.g. -7:5:1 or -4,-2,0,2)")
+    return tuple(0.0 if abs(e) < 1e-6 else e for e in evs)
 
 
 def _parse_ev_string(spec: str, argument: str) -> list[float]:
@@ -54,15 +59,21 @@ def _parse_ev_string(spec: str, argument: str) -> list[float]:
             if len(parts) != 3:
                 raise ValueError
             start, stop, step = parts
+            if not all(map(math.isfinite, parts)):
+                raise InputError(argument, f"{spec!r}: start, stop and step must be finite numbers")
             if not step > 0:
-                raise InputError(argument, f"step must be > 0 in {spec!r}")
+                raise InputError(argument, f"{spec!r}: the step must be > 0 (e.g. -7:5:1)")
             if stop < start:
-                raise InputError(argument, f"stop < start in {spec!r}; write it as start:stop:step")
+                raise InputError(argument, f"{spec!r}: stop < start; accepted: start:stop:step with start <= stop "
+                                           f"(e.g. {stop:g}:{start:g}:{step:g})")
             n = math.floor((stop - start) / step + 1e-9) + 1
             if n > MAX_FRAMES:
-                raise InputError(argument, f"{spec!r} gives {n} frames; at most {MAX_FRAMES}")
+                raise InputError(argument, f"{spec!r} gives {n} frames; accepted: at most {MAX_FRAMES} "
+                                           f"(use a larger step)")
             return [round(start + i * step, 9) for i in range(n)]
         return [float(p) for p in spec.split(",") if p.strip()]
+    except InputError:
+        raise
     except ValueError:
         raise InputError(
             argument, f"cannot parse {spec!r}; accepted: start:stop:step (e.g. -7:5:1) or a list (-2,0,2)"

@@ -131,7 +131,7 @@ class LatentHDRPipeline:
             raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
         if prompt is not None:
             return self.generate(prompt, evs=evs, panorama=panorama is True or panorama == "on", **generate_options)
-        evs = exposure.parse_ev_ladder(evs)
+        evs = exposure.parse_ev_ladder(evs, require_zero=True)
         image = _check_image(image)
         is_pano = _resolve_panorama(panorama, image.shape[-2:])
         timings: dict[str, float] = {}
@@ -170,12 +170,12 @@ class LatentHDRPipeline:
         ``generate`` (num_inference_steps, guidance_scale). Timings: text_encoding, diffusion, head, decode, merge.
         """
         self._require_scene_source(multipass)  # a clear error before any work
-        evs = exposure.parse_ev_ladder(evs)
-        height, width = _output_size(height, width, bool(panorama))
+        evs = exposure.parse_ev_ladder(evs, require_zero=True)
+        height, width = output_size(height, width, bool(panorama))
         timings = {"text_encoding": 0.0, "diffusion": 0.0, "head": 0.0}
         if multipass:
             z = self.scene_per_ev(prompt, evs, panorama, height, width, generator, timings, **source_options)
-            z0 = z[:, evs.index(0.0)] if 0.0 in evs else z[:, 0]
+            z0 = z[:, evs.index(0.0)]
         else:
             z0 = self.scene(prompt, panorama, height, width, generator, timings, **source_options)
             with _timed(timings, "decode"):  # a head that reads the EV-0 frame gets the decoded z0
@@ -392,7 +392,7 @@ def _resolve_head_precision(precision: str, device: torch.device) -> bool:
     return False
 
 
-def _output_size(height, width, panorama: bool) -> tuple[int, int]:
+def output_size(height, width, panorama: bool) -> tuple[int, int]:
     """Defaults: panoramas 2:1 from the width (512x256), perspective 4:3 (384x288); sizes are checked by the
     scene source, which knows its grid."""
     if height is None and width is None:

@@ -8,13 +8,29 @@ unless it is a bug.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 
 from latenthdr import __version__
-from latenthdr.errors import LatentHDRError
+from latenthdr.errors import InputError, LatentHDRError
 
 EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 1  # the system refused (a disk error, no memory): not the user's arguments
 EXIT_INTERRUPTED = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread so that every output set in progress is cleaned up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (radiometry,) + _model_command_modules():
         module.register(sub)
+    for command in sub.choices.values():
+        flags = {o for action in command._actions for o in action.option_strings if o.startswith("--")}
+        command.set_defaults(flags=frozenset(flags))
     return parser
+
+
+# Library parameter names that reach the command line as another name (InputError.argument -> what the user typed).
+ARGUMENT_NAMES = {"image": "IN", "H": "IN", "pixels": "IN", "frames": "IN", "mask": "--ldr",
+                  "exposure_times_s": "--times", "clipped_fraction": "--clip-fraction", "prompt": "prompt",
+                  "pred": "PRED", "ref": "REF"}
+
+
+def user_message(err: LatentHDRError, flags: frozenset) -> str:
+    """The error as the user should read it: a library parameter name replaced by the flag it came from."""
+    if not isinstance(err, InputError):
+        return str(err)
+    flag = "--" + err.argument.replace("_", "-")
+    name = flag if flag in flags else ARGUMENT_NAMES.get(err.argument, err.argument)
+    return f"{name}: {err.message}"
 
 
 def _model_command_modules() -> tuple:
@@ -66,17 +100,55 @@ def attach_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(attach_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    saved = _catch_termination()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return code
     except LatentHDRError as err:
-        print(f"latenthdr {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args.command, user_message(err, getattr(args, "flags", frozenset())), EXIT_USAGE)
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`): not an error of ours
-        sys.stderr.close()
+        _quiet_stdout()
         return 0
-    except KeyboardInterrupt:
-        print(f"latenthdr {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", 2)
+        return _fail(args.command, "interrupted" if signum == 2 else f"terminated (signal {signum})", 128 + signum)
+    except MemoryError:
+        return _fail(args.command, "out of memory; try a smaller input or close other programs", EXIT_ENVIRONMENT)
+    except OSError as err:  # the system refused a file operation no check of ours could foresee (EIO, ENOSPC)
+        where = f"{err.filename}: " if err.filename else ""
+        return _fail(args.command, f"{where}{err.strerror or err}", EXIT_ENVIRONMENT)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _catch_termination() -> dict:
+    """Turn SIGTERM and SIGHUP into ``Terminated`` in the main thread; returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    sigs = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    return {sig: signal.signal(sig, _raise_terminated) for sig in sigs}
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    """Report one line on stderr (if there is one) and return the exit code."""
+    if sys.stderr is not None:
+        try:
+            print(f"latenthdr {command}: error: {message}", file=sys.stderr)
+        except OSError:
+            pass
+    return code
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush of a broken pipe reports nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from fractions import Fraction
 
@@ -17,6 +18,8 @@ def print_json(obj) -> None:
     """Print a JSON report on stdout (the CLI's machine-readable output)."""
     from latenthdr.io import json_default
 
+    if sys.stdout is None:  # stdout closed (`>&-`): the files are the result
+        return
     json.dump(obj, sys.stdout, indent=2, default=json_default)
     sys.stdout.write("\n")
 
@@ -32,3 +35,23 @@ def parse_times(spec: str, argument: str = "--times") -> list[float]:
     return times
 
 
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
+
+
+def check_int(flag: str, value, low: int, high: int | None = None) -> None:
+    """InputError naming ``flag`` unless ``value`` is None or an integer in [low, high]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        accepted = f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}"
+        raise InputError(flag, f"got {value!r}; accepted: {accepted}")
+
+
+def max_threads() -> int:
+    """The most CPU threads a command accepts: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

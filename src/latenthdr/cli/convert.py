@@ -38,12 +38,48 @@ BRACKET_SHEET = "the merged HDR re-exposed at each EV of the ladder (gamma 2.2, 
 
 
 def output_paths(output: str, previews: bool) -> dict[str, Path]:
-    """OUT.exr and its companions: OUT.json, OUT.preview.png, OUT.bracket.png."""
+    """OUT.exr and its companions, the sidecar last: OUT.preview.png, OUT.bracket.png, OUT.json."""
     exr = Path(output)
-    paths = {"exr": exr, "json": exr.with_suffix(".json")}
+    paths = {"exr": exr}
     if previews:
         paths.update(preview=exr.with_suffix(".preview.png"), bracket=exr.with_suffix(".bracket.png"))
+    paths["json"] = exr.with_suffix(".json")
     return paths
+
+
+def stale_companions(paths: dict[str, Path]) -> tuple[Path, ...]:
+    """Previews of an old set at these paths that the new set (written without previews) would leave behind:
+    only files the old sidecar names as its outputs."""
+    import json
+
+    try:
+        old = json.loads(paths["json"].read_text(encoding="utf-8")).get("output", {})
+    except (OSError, ValueError, AttributeError):
+        return ()
+    kept = set(paths.values())
+    return tuple(p for k, p in output_paths(str(paths["exr"]), True).items()
+                 if p not in kept and isinstance(old, dict) and old.get(k) == str(p) and p.is_file())
+
+
+def write_output_set(paths: dict[str, Path], hdr, sheet, report: dict, *, half: bool, panorama: bool,
+                     metadata: dict, overwrite: bool, inputs: tuple = (), started: float | None = None) -> None:
+    """Write the EXR, its previews (when ``paths`` has them: the tone-mapped preview and ``sheet``) and the JSON
+    sidecar ``report`` as one output set (``io.output_set``): all of them or none, the sidecar last. The write time
+    (and the total since ``started``, a perf_counter value) go into ``report["timings_s"]``."""
+    from latenthdr import io, tonemap
+
+    t0 = time.perf_counter()
+    with io.output_set(paths, overwrite=overwrite, argument="--output", inputs=inputs,
+                       remove=stale_companions(paths) if overwrite else ()) as temps:
+        io.write_exr(temps["exr"], io.to_numpy(hdr), half=half, panorama=panorama, metadata=metadata, overwrite=True)
+        if "preview" in temps:
+            preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
+            io.write_png(temps["preview"], io.to_numpy(preview), overwrite=True)
+            io.write_png(temps["bracket"], io.to_numpy(sheet), overwrite=True)
+        report["timings_s"] = {**report.get("timings_s", {}), "write": time.perf_counter() - t0}
+        if started is not None:
+            report["timings_s"]["total"] = time.perf_counter() - started
+        io.write_json(temps["json"], report, overwrite=True)
 
 
 def merge_name(blend: bool) -> str:
@@ -72,7 +108,7 @@ def run_convert(args) -> int:
     from latenthdr.pipeline import LatentHDRPipeline
 
     started = time.perf_counter()
-    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
     if args.decoded_only and (args.blend or merge_options_of(args)):
         raise InputError("--decoded-only", "cannot be combined with --blend, --highlight-shrink or --rim-bound "
                                            "(options of the input-preserving merge)")
@@ -81,7 +117,7 @@ def run_convert(args) -> int:
     io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
     for path in paths.values():
         io.check_output(path, args.overwrite, "--output")
-        if path.exists() and path.resolve() == Path(args.input).resolve():
+        if path.resolve() == Path(args.input).resolve():
             raise InputError("--output", f"{path} would replace the input IN; choose another output name")
     image, source = load_input(args.input, args.input_curve)
     t0 = time.perf_counter()
@@ -89,7 +125,6 @@ def run_convert(args) -> int:
     load_s = time.perf_counter() - t0
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
-    t0 = time.perf_counter()
     models = pipe.describe(args.head)
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
               "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
@@ -98,16 +133,13 @@ def run_convert(args) -> int:
               "decoded_fraction": 1.0 if out.decoded is None else float(out.decoded.float().mean())}
     if not args.no_previews:
         report["bracket_sheet"] = BRACKET_SHEET
-    io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=args.overwrite,
-                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "merge": merge_name(blend),
-                           "head": models["head"] or "", "scale": "relative: 1.0 = the input's clipping level"})
-    if not args.no_previews:
-        preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
-        io.write_png(paths["preview"], io.to_numpy(preview), overwrite=args.overwrite)
-        sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)
-        io.write_png(paths["bracket"], io.to_numpy(sheet), overwrite=args.overwrite)
-    report["timings_s"] = {"load_models": load_s, **out.timings, "write": time.perf_counter() - t0,
-                           "total": time.perf_counter() - started}
-    io.write_json(paths["json"], report, overwrite=args.overwrite)
+    sheet = None if args.no_previews else tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs),
+                                                                  [f"EV {e:+g}" for e in evs], columns=7)
+    report["timings_s"] = {"load_models": load_s, **out.timings}
+    write_output_set(paths, hdr, sheet, report, half=args.half, panorama=out.panorama, overwrite=args.overwrite,
+                     inputs=(args.input,), started=started,
+                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
+                               "merge": merge_name(blend), "head": models["head"] or "",
+                               "scale": "relative: 1.0 = the input's clipping level"})
     print_json(report)
     return 0

@@ -15,7 +15,8 @@ from pathlib import Path
 from latenthdr.cli._common import add_overwrite, print_json
 from latenthdr.cli.convert import BRACKET_SHEET
 
-OUTPUTS = ("input.png", "hdr.exr", "hdr.preview.png", "hdr.bracket.png", "hdr.json", "truth.exr")
+OUTPUTS = ("input.png", "truth.exr", "hdr.exr", "hdr.preview.png", "hdr.bracket.png", "hdr.json")  # sidecar last
+MAX_WIDTH = 8192
 
 
 def register(sub) -> None:
@@ -38,32 +39,21 @@ def run_demo(args) -> int:
     from latenthdr.pipeline import LatentHDRPipeline
 
     started = time.perf_counter()
-    if args.width < 64 or args.width % 16:
-        raise InputError("--width", f"got {args.width}; accepted: a multiple of 16, at least 64")
-    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    if not 64 <= args.width <= MAX_WIDTH or args.width % 16:
+        raise InputError("--width", f"got {args.width}; accepted: a multiple of 16 from 64 to {MAX_WIDTH}")
+    evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError("--output", f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in OUTPUTS}
-    for path in paths.values():
-        io.check_output(path, args.overwrite, "--output")
-
+    if out.is_dir():
+        for path in paths.values():
+            io.check_output(path, args.overwrite, "--output")
     case = l2h.make_case("demo", scenes.sky_panorama(args.width // 2, args.width), clip_fraction=0.03)
-    io.write_png(paths["input.png"], io.to_numpy(case.ldr), overwrite=args.overwrite)
-    io.write_exr(paths["truth.exr"], io.to_numpy(case.ref), panorama=True, overwrite=args.overwrite)
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
     result = pipe(case.ldr, evs=evs)
     hdr = result.hdr[0]
     t0 = time.perf_counter()
-    io.write_exr(paths["hdr.exr"], io.to_numpy(hdr), panorama=True, overwrite=args.overwrite,
-                 metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
-                           "merge": "input-preserving"})
-    preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
-    io.write_png(paths["hdr.preview.png"], io.to_numpy(preview), overwrite=args.overwrite)
-    sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)
-    io.write_png(paths["hdr.bracket.png"], io.to_numpy(sheet), overwrite=args.overwrite)
-    timings = {**result.timings, "write": time.perf_counter() - t0}
     report = {
         "outputs": {name: str(path) for name, path in paths.items()},
         "models": pipe.describe(args.head),
@@ -73,9 +63,23 @@ def run_demo(args) -> int:
         "vs_truth": {"hdr": l2h.score(hdr, case), "photo_linearised": l2h.score(l2h.linearised_input(case.ldr, evs), case)},
         "seam": metrics.seam_error(hdr),
         "bracket_sheet": BRACKET_SHEET,
-        "timings_s": timings,
     }
-    io.write_json(paths["hdr.json"], report, overwrite=args.overwrite)
-    report["timings_s"]["total"] = time.perf_counter() - started
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError("--output", f"{out}: cannot create the folder ({error.strerror})") from None
+    with io.output_set(paths, overwrite=args.overwrite, argument="--output") as temps:
+        io.write_png(temps["input.png"], io.to_numpy(case.ldr), overwrite=True)
+        io.write_exr(temps["truth.exr"], io.to_numpy(case.ref), panorama=True, overwrite=True)
+        io.write_exr(temps["hdr.exr"], io.to_numpy(hdr), panorama=True, overwrite=True,
+                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
+                               "merge": "input-preserving"})
+        preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
+        io.write_png(temps["hdr.preview.png"], io.to_numpy(preview), overwrite=True)
+        sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)
+        io.write_png(temps["hdr.bracket.png"], io.to_numpy(sheet), overwrite=True)
+        report["timings_s"] = {**result.timings, "write": time.perf_counter() - t0,
+                               "total": time.perf_counter() - started}
+        io.write_json(temps["hdr.json"], report, overwrite=True)
     print_json(report)
     return 0

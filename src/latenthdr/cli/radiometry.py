@@ -7,6 +7,8 @@ from pathlib import Path
 from latenthdr.cli._common import add_overwrite, parse_times, print_json
 from latenthdr.errors import LatentHDRError
 
+MAX_SCALE = 2.0**100  # --scale: keeps float32 radiance finite
+
 
 def register(sub) -> None:
     p = sub.add_parser("bracket", help="synthesise an 8-bit exposure bracket from an HDR image")
@@ -66,8 +68,8 @@ def run_bracket(args) -> int:
     image = io.read_hdr(args.input, "IN")
     H = io.to_tensor(image.pixels)
     if args.scale is not None:
-        if not args.scale > 0:
-            raise InputError("--scale", f"got {args.scale}; accepted: a positive number")
+        if not 0 < args.scale <= MAX_SCALE:
+            raise InputError("--scale", f"got {args.scale}; accepted: a number > 0 and <= 2^100")
         scale, anchor = args.scale, {"scale": args.scale}
     elif args.clip_fraction is not None:
         scale = exposure.anchor_scale(H, clipped_fraction=args.clip_fraction)
@@ -80,7 +82,7 @@ def run_bracket(args) -> int:
     sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=min(len(evs), 7))
     meta["contact_sheet"] = io.BRACKET_CONTACT_SHEET
     paths = io.write_bracket_dir(args.output, [io.to_numpy(f) for f in y], evs, meta, overwrite=args.overwrite,
-                                 contact_sheet=io.to_numpy(sheet))
+                                 contact_sheet=io.to_numpy(sheet), argument="--output")
     print_json({"directory": args.output, "frames": [str(p) for p in paths], "evs": list(evs), "ev0_scale": scale,
                 "negative_clamped": image.negative_clamped})
     return 0
@@ -198,7 +200,7 @@ def run_info(args) -> int:
 def run_preview(args) -> int:
     import math
 
-    from latenthdr import io, tonemap
+    from latenthdr import exposure, io, tonemap
     from latenthdr.errors import InputError
 
     io.check_output(args.output, args.overwrite, "--output", extensions=(".png",))
@@ -210,8 +212,9 @@ def run_preview(args) -> int:
             ev = float(args.exposure)
         except ValueError:
             ev = math.nan
-        if not math.isfinite(ev):
-            raise InputError("--exposure", f"got {args.exposure!r}; accepted: a number of stops or 'auto'")
+        if not abs(ev) <= exposure.MAX_ABS_EV:
+            raise InputError("--exposure", f"got {args.exposure!r}; accepted: 'auto' or a number of stops from "
+                                           f"-{exposure.MAX_ABS_EV:g} to {exposure.MAX_ABS_EV:g}")
     display = tonemap.tonemap(H, args.operator, exposure_ev=ev)
     io.write_png(args.output, io.to_numpy(display), overwrite=args.overwrite)
     print_json({"output": args.output, "operator": args.operator, "exposure_ev": ev})
