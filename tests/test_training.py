@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,32 +321,51 @@ def test_head_training_reduces_latent_error_and_writes_its_run(folders, codec, t
     assert json.loads(meta["final_val"])["latent_mse"] == pytest.approx(final["latent_mse"])
 
 
-def test_resume_after_a_crash_gives_the_same_weights(folders, codec, tmp_path, monkeypatch):
-    from safetensors.torch import load_file
-
-    opts = _options(folders, steps=7, val_every=2, merged_every=3, checkpoint_every=2, cache=str(tmp_path / "cache"))
-    th.train_head(opts, tmp_path / "a", codec=codec, command="test")
+def _crash_at(step: int, opts, run_dir, codec, monkeypatch) -> None:
+    """Train ``opts`` in ``run_dir`` until an exception at ``step``: the run stops as a killed one does."""
     original = th.HeadStep.__call__
 
-    def crash_at_5(self, model, step, acc):
-        if step == 5:
+    def crash(self, model, at, acc):
+        if at == step:
             raise RuntimeError("simulated crash")
-        return original(self, model, step, acc)
+        return original(self, model, at, acc)
 
-    monkeypatch.setattr(th.HeadStep, "__call__", crash_at_5)
+    monkeypatch.setattr(th.HeadStep, "__call__", crash)
     with pytest.raises(RuntimeError, match="simulated"):
-        th.train_head(opts, tmp_path / "b", codec=codec, command="test")
+        th.train_head(opts, run_dir, codec=codec, command="test")
     monkeypatch.setattr(th.HeadStep, "__call__", original)
+
+
+def _same_runs(a, b) -> bool:
+    """Bit-identical head weights and equal validation curves (timings aside) in run folders ``a`` and ``b``."""
+    from safetensors.torch import load_file
+
+    heads = [load_file(str(d / "head.safetensors")) for d in (a, b)]
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("elapsed_s", "val_s")} for r in rs]  # noqa: E731
+    curves = [strip(json.loads((d / "val_curve.json").read_text())) for d in (a, b)]
+    return (heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+            and curves[0] == curves[1])
+
+
+def test_resume_after_a_crash_gives_the_same_weights(folders, codec, tmp_path, monkeypatch):
+    opts = _options(folders, steps=7, val_every=2, merged_every=3, checkpoint_every=2, cache=str(tmp_path / "cache"))
+    th.train_head(opts, tmp_path / "a", codec=codec, command="test")
+    _crash_at(5, opts, tmp_path / "b", codec, monkeypatch)
     with pytest.raises(InputError, match="seed"):
         th.train_head(_options(folders, steps=7, seed=1, cache=str(tmp_path / "cache")), tmp_path / "b",
                       codec=codec, resume=True)
     resumed = th.train_head(opts, tmp_path / "b", codec=codec, command="test", resume=True)
-    a, b = load_file(str(tmp_path / "a" / "head.safetensors")), load_file(str(tmp_path / "b" / "head.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.steps == 7
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("elapsed_s", "val_s")} for r in rs]  # noqa: E731
-    curves = [json.loads((tmp_path / d / "val_curve.json").read_text()) for d in ("a", "b")]
-    assert strip(curves[0]) == strip(curves[1])
+    assert resumed.steps == 7 and _same_runs(tmp_path / "a", tmp_path / "b")
+
+
+def test_resume_skips_a_damaged_last_checkpoint_and_gives_the_same_weights(folders, codec, tmp_path, monkeypatch):
+    opts = _options(folders, steps=7, val_every=2, merged_every=3, checkpoint_every=2, cache=str(tmp_path / "cache"))
+    th.train_head(opts, tmp_path / "a", codec=codec, command="test")
+    _crash_at(5, opts, tmp_path / "b", codec, monkeypatch)  # leaves the checkpoints of steps 2 and 4
+    _damage(tmp_path / "b" / "checkpoints" / "step-00000004.pt", "half")
+    with pytest.warns(UserWarning, match=r"step-00000004\.pt .*resuming from step-00000002\.pt"):
+        resumed = th.train_head(opts, tmp_path / "b", codec=codec, command="test", resume=True)
+    assert resumed.steps == 7 and _same_runs(tmp_path / "a", tmp_path / "b")
 
 
 def test_select_best_ships_the_weights_of_the_best_validation(folders, codec, tmp_path):
@@ -519,3 +540,174 @@ def test_resume_accepts_a_run_saved_before_an_option_existed(tmp_path):
     with pytest.raises(InputError, match="unknown_weight"):
         rundir.check_resumable(tmp_path, th.HeadTrainOptions(codec="embedded", data=".", unknown_weight=2.0),
                              th.RESUMABLE_CHANGES)
+
+
+# ------------------------------------------------------------------------------------ a damaged run folder
+def _damage(path, how: str) -> None:
+    """Cut ``path`` to half its bytes, empty it, overwrite it with random bytes, or flip one byte in its middle."""
+    raw = path.read_bytes()
+    middle = len(raw) // 2
+    damaged = {"half": raw[:middle], "empty": b"", "random": np.random.default_rng(0).bytes(len(raw)),
+               "flipped": raw[:middle] + bytes([raw[middle] ^ 0xFF]) + raw[middle + 1:]}[how]
+    path.write_bytes(damaged)
+
+
+@pytest.mark.parametrize("how", ["half", "empty", "random", "flipped"])
+def test_checkpointer_resumes_from_the_newest_intact_checkpoint(tmp_path, how):
+    from latenthdr.training import rundir
+
+    checkpoints = rundir.Checkpointer(tmp_path, keep=2)
+    for step in (2, 4):  # mostly tensor bytes: a flipped middle byte is a weight's (torch.load would not notice)
+        checkpoints.save(step, {"step": step, "w": torch.arange(4096.0) + step})
+    _damage(tmp_path / "step-00000004.pt", how)
+    with pytest.warns(UserWarning, match=r"--resume: skipped damaged checkpoint .*step-00000004\.pt .*resuming "
+                                         r"from step-00000002\.pt"):
+        state = checkpoints.load()
+    assert state["step"] == 2 and torch.equal(state["w"], torch.arange(4096.0) + 2)
+    checkpoints.save(3, {"step": 3})  # the run goes on from step 2: the damaged later checkpoint goes
+    assert [p.name for p in checkpoints.paths()] == ["step-00000002.pt", "step-00000003.pt"]
+    for path in checkpoints.paths():
+        _damage(path, how)
+    with pytest.raises(InputError, match=r"no intact checkpoint: .*step-00000003\.pt .*step-00000002\.pt .*"
+                                         r"--overwrite") as error:
+        checkpoints.load()
+    assert error.value.argument == "--resume"
+
+
+def test_cli_resume_names_a_damaged_checkpoint_in_one_line_and_gives_the_same_weights(folders, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    _tiny_vae().save_pretrained(tmp_path / "vae")
+    args = _cli(folders, tmp_path / "run", "--steps", "3", "--samples", "4", "--val-samples", "2",
+                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "3",
+                "--merged-samples", "1", "--batch-size", "2", "--checkpoint-every", "1", "--no-progress")
+    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    assert main(args) == 0
+    uninterrupted = load_file(str(tmp_path / "run" / "head.safetensors"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _damage(checkpoints / "step-00000003.pt", "half")
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "warning: --resume: skipped damaged checkpoint" in err[0]
+    assert str(checkpoints / "step-00000003.pt") in err[0] and "resuming from step-00000002.pt" in err[0]
+    resumed = load_file(str(tmp_path / "run" / "head.safetensors"))
+    assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    for path in checkpoints.glob("step-*.pt"):
+        _damage(path, "empty")
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: --resume:" in err and "no intact checkpoint" in err
+    assert "--overwrite" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b'{"options": {', b"", b"[]", b"{}", b'{"options": 3}',
+                                     b"[" * 10**5],
+                         ids=["not UTF-8", "cut", "empty", "a list", "no options", "options a number", "too deep"])
+def test_resume_refuses_a_damaged_run_config_in_one_clear_error(tmp_path, content):
+    from latenthdr.training import rundir
+
+    (tmp_path / "config.json").write_bytes(content)
+    rundir.Checkpointer(tmp_path / "checkpoints").save(1, {"step": 1})
+    with pytest.raises(InputError, match=r"config\.json is not a readable run config .*--overwrite") as error:
+        rundir.check_resumable(tmp_path, th.HeadTrainOptions(codec="embedded", data="."), th.RESUMABLE_CHANGES)
+    assert error.value.argument == "--resume"
+
+
+def test_resume_keeps_the_readable_log_records_up_to_the_checkpoint(tmp_path):
+    from latenthdr.training import rundir
+
+    log = tmp_path / "log.jsonl"
+    kept = [json.dumps({"step": s, "kind": "train"}) for s in (1, 2)]
+    later = json.dumps({"step": 5, "kind": "train"})
+    damaged = [b"\xff\xfe not UTF-8", b"[2]", b"[" * 10**5, b'{"step": "3"}', b'{"step": 6, "lo']  # the last: cut
+    log.write_bytes(b"\n".join([kept[0].encode(), damaged[0], kept[1].encode(), *damaged[1:4], later.encode(),
+                                damaged[4]]))
+    rundir.JsonlLogger(log, keep_until_step=4).log({"step": 5, "kind": "train"})
+    assert log.read_text().splitlines() == [*kept, later]
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """chmod 555 a folder (restored after the test). Root writes whatever the mode: for root, access(2) is made
+    to answer for that folder as it does for anyone else."""
+    folders = []
+    access = os.access
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", lambda path, mode, *args, **kw: not (mode & os.W_OK and Path(path) in folders)
+                            and access(path, mode, *args, **kw))
+
+    def make(folder):
+        folder.chmod(0o555)
+        folders.append(folder)
+
+    yield make
+    for folder in folders:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", ["a file", "in a file", "read-only parent", "read-only run"])
+def test_cli_refuses_a_run_dir_it_cannot_write_in_one_line(folders, tmp_path, capsys, read_only, case):
+    parent, extra = tmp_path / "parent", ()
+    parent.mkdir()
+    run = parent / "run"
+    if case == "a file":
+        run.write_text("")
+    elif case == "in a file":
+        parent.rmdir()
+        parent.write_text("")
+    elif case == "read-only parent":
+        read_only(parent)
+    else:
+        run.mkdir()
+        (run / "config.json").write_text("{}")
+        read_only(run)
+        extra = ("--resume",)
+    assert main(_cli(folders, run, "--dry-run", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error: --out:" in err and ("is a file" in err or "is not writable" in err)
+
+
+def test_training_refuses_a_run_dir_it_cannot_write_before_any_work(folders, codec, tmp_path, read_only):
+    (tmp_path / "parent").mkdir()
+    read_only(tmp_path / "parent")
+    counting = CountingCodec(codec)
+    with pytest.raises(InputError, match="parent is not writable") as error:
+        th.train_head(_options(folders), tmp_path / "parent" / "run", codec=counting, command="test")
+    assert error.value.argument == "--out" and counting.frames == 0 and not (tmp_path / "parent" / "run").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="file is a file"):
+        th.train_head(_options(folders), tmp_path / "file", codec=counting, command="test")
+
+
+def test_a_run_deletes_the_temporaries_of_killed_saves_and_keeps_a_live_ones(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from latenthdr.training import rundir
+
+    killed = subprocess.Popen([sys.executable, "-c", ""])
+    killed.wait()
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        run = tmp_path / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        stale = [run / f".best.pt.tmp{killed.pid}", run / "checkpoints" / f".step-00000004.pt.tmp{killed.pid}"]
+        saving = run / "checkpoints" / f".step-00000006.pt.tmp{live.pid}"
+        for path in [*stale, saving]:
+            path.write_bytes(b"partial")
+        step_fn = lambda m, step, acc: (m(torch.ones(1, 2)).square().mean(), {})  # noqa: E731
+        loop.train(torch.nn.Linear(2, 1), step_fn, loop.LoopConfig(max_steps=2), run)
+        assert not any(path.exists() for path in stale) and saving.is_file()
+
+        def disk_full(state, f):
+            Path(f).write_bytes(b"cut")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", disk_full)
+        with pytest.raises(OSError, match="No space"):
+            rundir.save_atomic({"step": 1}, run / "checkpoints" / "step-00000009.pt")
+        assert sorted(p.name for p in run.rglob(".*.tmp*")) == [saving.name]
+    finally:
+        live.kill()
+        live.wait()

@@ -65,8 +65,8 @@ def assemble(part, index: int, n_parts: int, choice, path: Path, argument: str):
     elif conversion == "luminance-chroma":
         try:
             weights = luminance_weights(header.get("chromaticities") or REC709_CHROMATICITIES)
-        except (ZeroDivisionError, ValueError, np.linalg.LinAlgError):
-            raise InputError(argument, f"{path}: degenerate chromaticities {header['chromaticities']}; "
+        except (ZeroDivisionError, TypeError, ValueError, np.linalg.LinAlgError):  # TypeError: an unknown type
+            raise InputError(argument, f"{path}: degenerate chromaticities {_jsonable(header['chromaticities'])}; "
                                        f"accepted: CIE xy primaries and white with y > 0") from None
         rgb = luminance_chroma_to_rgb(plane["Y"], plane["RY"], plane["BY"], weights)
     else:
@@ -141,7 +141,10 @@ def _jsonable(value):
                 "rounding": value.roundingMode.name}
     if isinstance(getattr(value, "name", None), str):  # pybind11 enums, Channel
         return value.name
-    return str(value)
+    try:
+        return str(value)
+    except UnicodeDecodeError:  # an attribute of a type the bindings do not know, whose name is not UTF-8
+        return f"<{type(value).__name__}>"
 
 
 def metadata_attributes(metadata: Mapping[str, object] | None) -> dict[str, str]:

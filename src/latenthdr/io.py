@@ -19,11 +19,13 @@ from __future__ import annotations
 import contextlib
 import io as io_module
 import json
-import re
 import numbers
 import os
+import re
+import signal
 import sys
 import tempfile
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -38,13 +40,14 @@ from latenthdr._exr import (JSON_PREFIX, METADATA_PREFIX, READ_INFO_KEY, REC709_
 from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 __all__ = ["HdrImage", "LdrImage", "read_image", "read_hdr", "read_ldr", "exr_metadata", "check_output",
-           "atomic_output", "write_exr", "check_bracket_dir", "write_bracket_dir", "read_bracket_dir", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
-           "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "REC709_CHROMATICITIES", "METADATA_PREFIX",
+           "atomic_output", "output_set", "recover_outputs", "temporary_name", "is_temporary", "write_exr", "check_bracket_dir", "write_bracket_dir", "read_bracket_dir", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
+           "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "MAX_PIXELS", "image_size", "REC709_CHROMATICITIES", "METADATA_PREFIX",
            "JSON_PREFIX", "READ_INFO_KEY"]
 
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
 LDR_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 HALF_MAX = 65504.0  # largest finite IEEE half value
+MAX_PIXELS = 2**28  # 268 megapixels (16384 x 16384): a larger image is refused before it is decoded
 
 _MAGIC = {b"v/1\x01": "an OpenEXR image", b"#?": "a Radiance HDR image", b"\x89PNG": "a PNG image",
           b"\xff\xd8\xff": "a JPEG image", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image"}
@@ -114,6 +117,7 @@ def read_hdr(path, argument: str = "input") -> HdrImage:
     layer first), and ``header[READ_INFO_KEY]`` says which. Pixels are the data window.
     """
     p = _check_input_file(path, HDR_EXTENSIONS, argument)
+    _check_pixel_count(p, argument)
     if p.suffix.lower() == ".exr":
         pixels, header = _read_exr(p, argument)
     else:
@@ -130,6 +134,7 @@ def read_hdr(path, argument: str = "input") -> HdrImage:
 def read_ldr(path, argument: str = "input") -> LdrImage:
     """Read an 8- or 16-bit PNG, JPEG or TIFF as display-encoded float32 [H, W, 3] in [0, 1]."""
     p = _check_input_file(path, LDR_EXTENSIONS, argument)
+    _check_pixel_count(p, argument)
     with _cv2_quiet() as cv2:
         try:
             image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # UNCHANGED: keeps 16 bits, no EXIF rotation
@@ -156,9 +161,13 @@ def _check_input_file(path, extensions: tuple[str, ...], argument: str) -> Path:
     if p.suffix.lower() not in extensions:
         raise InputError(argument, f"{p}: unsupported extension {p.suffix or '(none)'!r}; "
                                    f"accepted: {', '.join(extensions)}")
-    if not p.exists():
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as exc:  # e.g. a file name too long for the file system
+        raise InputError(argument, f"{p}: cannot be read ({exc.strerror})") from None
+    if not exists:
         raise InputError(argument, f"{p}: no such file")
-    if p.is_dir():
+    if is_dir:
         raise InputError(argument, f"{p}: is a directory; expected an image file")
     try:
         with open(p, "rb") as f:
@@ -168,6 +177,41 @@ def _check_input_file(path, extensions: tuple[str, ...], argument: str) -> Path:
     if empty:
         raise InputError(argument, f"{p}: is empty (0 bytes)")
     return p
+
+
+def image_size(path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header, without decoding its pixels; None if the header cannot be
+    read (the reader then says what is wrong with the file)."""
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".exr":
+            import OpenEXR
+
+            with _library_output_captured():
+                parts = OpenEXR.File(str(p), header_only=True).parts
+            sizes = [part.header["dataWindow"] for part in parts]
+            return max(int(hi[0] - lo[0] + 1) for lo, hi in sizes), max(int(hi[1] - lo[1] + 1) for lo, hi in sizes)
+        if p.suffix.lower() in (".hdr", ".pic"):
+            header = _radiance_header(p) or {}
+            match = re.fullmatch(r"([-+])([XY])\s+(\d+)\s+([-+])([XY])\s+(\d+)", header.get("resolution", ""))
+            if not match or match[2] == match[5]:
+                return None
+            first, second = int(match[3]), int(match[6])
+            return (second, first) if match[2] == "Y" else (first, second)
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # we apply our own limit; Pillow's warning would only repeat it
+        with Image.open(p) as image:
+            return image.size
+    except Exception:  # any header the libraries cannot read: the full reader reports it
+        return None
+
+
+def _check_pixel_count(path: Path, argument: str) -> None:
+    size = image_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(argument, f"{path}: {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels); "
+                                   f"accepted: at most {MAX_PIXELS / 1e6:.0f} megapixels")
 
 
 def _what_it_is(path: Path) -> str:
@@ -307,7 +351,7 @@ def _read_exif(path: Path) -> tuple[dict, int]:
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 exif = image.getexif()
-        sub_ifd = exif.get_ifd(_EXIF_IFD)
+            sub_ifd = exif.get_ifd(_EXIF_IFD)  # parses the sub-IFD: warns on truncated data
     except Exception:  # EXIF is optional information; OpenCV already decoded the pixels
         return {}, 1
     out = {}
@@ -363,17 +407,213 @@ def atomic_output(path, overwrite: bool = False, argument: str = "output",
                   extensions: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix; on success rename it over
     ``path`` (os.replace), on any exception delete it and leave ``path`` untouched."""
+    recover_outputs(Path(path).parent)
     final = check_output(path, overwrite, argument, extensions)
-    temp = final.with_name(f".{final.stem}.tmp-{uuid.uuid4().hex[:12]}{final.suffix}")
+    temp = temporary_name(final)
     try:
-        yield temp
-        if not temp.is_file():
-            raise LatentHDRError(f"{final}: the writer produced no file")
-        os.replace(temp, final)
+        try:
+            yield temp
+            if not temp.is_file():
+                raise LatentHDRError(f"{final}: the writer produced no file")
+            os.replace(temp, final)
+        except OSError as error:
+            raise write_failed(final, error.strerror or str(error)) from None
     except BaseException:
         with contextlib.suppress(OSError):
             temp.unlink()
         raise
+
+
+def write_failed(path: Path, detail: str) -> LatentHDRError:
+    """The error for a write that failed (a full disk, a read-only folder): what happened, the free space left."""
+    import shutil
+
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return LatentHDRError(f"{path}: could not be written ({detail}; {free}); nothing was written there")
+
+
+# Temporaries and commit journals: ".NAME.latenthdr-PID-RANDOM.SUFFIX" beside the final NAME. The pid tells the
+# next run whether the writer is still alive; a journal (suffix .journal) lists the renames of a set being committed.
+_TEMP_NAME = re.compile(r"\..+\.latenthdr-(?P<pid>\d+)-[0-9a-f]{8}(\.[^.]*)?")
+_JOURNAL_SUFFIX = ".journal"
+_SCANNED: dict[str, int] = {}  # folder -> its mtime after recover_outputs last scanned it
+
+
+def temporary_name(final: Path, suffix: str | None = None) -> Path:
+    """A fresh temporary path beside ``final``, recognisable by ``recover_outputs`` (same suffix by default)."""
+    suffix = final.suffix if suffix is None else suffix
+    return final.with_name(f".{final.name[:200]}.latenthdr-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary or journal that latenthdr writes (``temporary_name``)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # another user's live process; an impossible pid is no process at all
+    return True
+
+
+def recover_outputs(folder) -> list[Path]:
+    """Finish what killed runs left in ``folder``: a commit journal whose writer is dead is rolled forward
+    (its set was complete when the journal was written), then the dead writers' temporaries are deleted.
+    Files of live processes are left alone. Returns the paths deleted or completed."""
+    folder = Path(folder)
+    try:
+        stamp = folder.stat().st_mtime_ns
+        if _SCANNED.get(str(folder)) == stamp:
+            return []
+        dead = [folder / e.name for e in os.scandir(folder)
+                if (m := _TEMP_NAME.fullmatch(e.name)) and not _alive(int(m["pid"]))]
+    except OSError:  # a folder we cannot list: the writers' own checks report it
+        return []
+    done = []
+    for journal in sorted(p for p in dead if p.suffix == _JOURNAL_SUFFIX):
+        done += _roll_forward(journal)
+    for temp in dead:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            done.append(temp)
+    with contextlib.suppress(OSError):
+        _SCANNED[str(folder)] = folder.stat().st_mtime_ns
+    return done
+
+
+def _roll_forward(journal: Path) -> list[Path]:
+    """Complete the renames and removals a journal lists; a torn journal (killed while writing it) is
+    ignored, which rolls its set back: its temporaries are then deleted as any others."""
+    try:
+        plan = json.loads(journal.read_text(encoding="utf-8"))
+        renames = [(journal.parent / a, journal.parent / b) for a, b in plan["renames"]]
+        removals = [journal.parent / name for name in plan["remove"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    done = []
+    for temp, final in renames:
+        with contextlib.suppress(OSError):
+            os.replace(temp, final)
+            done.append(final)
+    for stale in removals:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return done
+
+
+@contextlib.contextmanager
+def output_set(paths: Mapping[str, Path], *, overwrite: bool = False, argument: str = "output",
+               inputs: tuple = (), remove: tuple = ()) -> Iterator[dict[str, Path]]:
+    """Write a set of files (an EXR, its previews, its sidecar) whole or not at all.
+
+    Yields temporary paths with the keys of ``paths``, beside the final ones; write every one of them. On a clean
+    exit they are renamed over the final paths in the order given (put the sidecar last), under a journal and with
+    SIGINT/SIGTERM held, so even a run killed mid-rename is completed by the next one (``recover_outputs``); the
+    ``remove`` paths (companions of an old set that the new one no longer has) are deleted at the same moment. On
+    an exception or signal before that, every temporary is deleted and the old files stay exactly as they were.
+    All paths must be in one folder. An output that is one of ``inputs`` is refused.
+    """
+    folders = {Path(p).parent.resolve() for p in paths.values()}
+    if len(folders) != 1:
+        raise LatentHDRError(f"an output set must be in one folder, got {sorted(map(str, folders))}")
+    recover_outputs(next(iter(folders)))
+    finals = {key: check_output(path, overwrite, argument) for key, path in paths.items()}
+    for final in finals.values():
+        for source in inputs:
+            if _same_file(final, Path(source)):
+                raise InputError(argument, f"{final} is the input {source}; choose an output that is not an input")
+    temps = {key: temporary_name(final) for key, final in finals.items()}
+    try:
+        yield dict(temps)
+        missing = [str(finals[k]) for k, t in temps.items() if not t.is_file()]
+        if missing:
+            raise LatentHDRError(f"{', '.join(missing)}: the writer produced no file")
+        _commit([(temps[k], finals[k]) for k in finals], [Path(r) for r in remove])
+    except LatentHDRError as error:  # a writer's error names its temporary: say the final name instead
+        message = str(error)
+        for key, temp in temps.items():
+            message = message.replace(str(temp), str(finals[key]))
+        for temp in temps.values():
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        if message == str(error):
+            raise
+        raise LatentHDRError(message) from None
+    except BaseException:
+        for temp in temps.values():
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        raise
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _commit(renames: list[tuple[Path, Path]], remove: list[Path]) -> None:
+    """Rename temporaries over their finals and delete ``remove``: fsync the data, write the journal, rename,
+    delete the journal. Signals are held meanwhile and delivered right after."""
+    folder = renames[-1][1].parent
+    for temp, _ in renames:
+        _fsync(temp)
+    journal = temporary_name(renames[-1][1], _JOURNAL_SUFFIX)
+    plan = {"renames": [[t.name, f.name] for t, f in renames], "remove": [p.name for p in remove]}
+    with _signals_held():
+        journal.write_text(json.dumps(plan), encoding="utf-8")
+        _fsync(journal)
+        try:
+            for temp, final in renames:
+                os.replace(temp, final)
+            for stale in remove:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
+        finally:
+            with contextlib.suppress(OSError):
+                journal.unlink()
+        _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk, where the file system supports it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP during the block and deliver them after it (main thread only; elsewhere the
+    journal alone protects the commit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    saved = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum)) for sig in _HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            signal.raise_signal(sig)
 
 
 def write_exr(path, rgb, *, half: bool = False, metadata: Mapping[str, object] | None = None,
@@ -400,7 +640,10 @@ def write_exr(path, rgb, *, half: bool = False, metadata: Mapping[str, object] |
     header.update(metadata_attributes(metadata))
     pixels = pixels.astype(np.float16) if half else pixels
     with atomic_output(path, overwrite, extensions=(".exr",)) as temp:
-        OpenEXR.File(header, {"RGB": pixels}).write(str(temp))
+        try:
+            OpenEXR.File(header, {"RGB": pixels}).write(str(temp))
+        except RuntimeError as error:  # the bindings report I/O failures (a full disk) as RuntimeError
+            raise write_failed(Path(path), str(error).rsplit(". ", 1)[-1].rstrip(".")) from None
     return Path(path)
 
 
@@ -409,7 +652,7 @@ def write_hdr(path, rgb, *, overwrite: bool = False) -> Path:
     pixels = _check_linear_rgb(rgb, "rgb")
     with atomic_output(path, overwrite, extensions=(".hdr", ".pic")) as temp, _cv2_quiet() as cv2:
         if not cv2.imwrite(str(temp), np.ascontiguousarray(pixels[..., ::-1])):  # RGB -> BGR
-            raise LatentHDRError(f"{path}: OpenCV could not write the Radiance file")
+            raise write_failed(Path(path), "OpenCV could not write the Radiance file")
     return Path(path)
 
 
@@ -428,7 +671,7 @@ def write_png(path, display, *, overwrite: bool = False) -> Path:
         raise InputError("display", f"dtype {codes.dtype}; accepted: float in [0, 1] or uint8")
     with atomic_output(path, overwrite, extensions=(".png",)) as temp, _cv2_quiet() as cv2:
         if not cv2.imwrite(str(temp), np.ascontiguousarray(codes[..., ::-1])):  # RGB -> BGR
-            raise LatentHDRError(f"{path}: OpenCV could not write the PNG file")
+            raise write_failed(Path(path), "OpenCV could not write the PNG file")
     return Path(path)
 
 
@@ -478,15 +721,20 @@ def bracket_frame_name(index: int, ev: float) -> str:
 def check_bracket_dir(path, overwrite: bool, argument: str = "output") -> Path:
     """A directory that may receive a bracket: missing (its parent must exist), empty, or holding a previous
     bracket that ``overwrite`` allows replacing. Anything else is refused: we never write into a folder of
-    the user's files."""
+    the user's files. What killed runs left there is cleaned first (``recover_outputs``)."""
     d = Path(path)
     if d.exists() and not d.is_dir():
         raise InputError(argument, f"{d}: exists and is not a directory")
     if not d.exists():
         if not d.parent.is_dir():
             raise InputError(argument, f"{d}: parent directory {d.parent} does not exist; create it first")
+        if not os.access(d.parent, os.W_OK):
+            raise InputError(argument, f"{d}: parent directory {d.parent} is not writable")
         return d
-    entries = list(d.iterdir())
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise InputError(argument, f"{d}: directory is not writable")
+    recover_outputs(d)
+    entries = [e for e in d.iterdir() if not is_temporary(e.name)]
     if entries and not (d / BRACKET_JSON).is_file():
         raise InputError(argument, f"{d}: not empty and holds no {BRACKET_JSON}; give a new or empty directory")
     if entries and not overwrite:
@@ -495,48 +743,109 @@ def check_bracket_dir(path, overwrite: bool, argument: str = "output") -> Path:
 
 
 def write_bracket_dir(path, frames, evs, metadata: Mapping[str, object], *, overwrite: bool = False,
-                      contact_sheet=None) -> list[Path]:
+                      contact_sheet=None, argument: str = "output") -> list[Path]:
     """Write display-encoded frames (each [H, W, 3] in [0, 1]) as 8-bit PNGs plus ``bracket.json`` (EVs, file
-    names and ``metadata``), and optionally a contact sheet image (``contact.png``). Each file is written
-    atomically; bracket.json goes last, so a directory whose bracket.json is missing is incomplete. Returns the
-    frame paths."""
-    d = check_bracket_dir(path, overwrite)
+    names and ``metadata``), and optionally a contact sheet image (``contact.png``), as one output set
+    (``output_set``: all or nothing, bracket.json last). Replacing a bracket deletes only the frames of the old
+    one that this function could have written (``FRAME_NAME``, listed in its bracket.json). A directory this
+    call created is removed again if the write fails. Returns the frame paths."""
+    d = check_bracket_dir(path, overwrite, argument)
     if len(frames) != len(evs):
         raise InputError("frames", f"{len(frames)} frames for {len(evs)} EVs")
-    d.mkdir(exist_ok=True)
-    old = json.loads((d / BRACKET_JSON).read_text()) if (d / BRACKET_JSON).is_file() else {}
+    old = _old_bracket_frames(d)
     names = [bracket_frame_name(i, float(e)) for i, e in enumerate(evs)]
-    paths = [write_png(d / name, frame, overwrite=True) for name, frame in zip(names, frames)]
+    files = {name: d / name for name in names}
     if contact_sheet is not None:
-        write_png(d / BRACKET_CONTACT_SHEET, contact_sheet, overwrite=True)
-    for stale in set(old.get("frames", [])) - set(names):  # frames of the replaced bracket only
-        if not (isinstance(stale, str) and FRAME_NAME.fullmatch(stale)):
-            continue  # bracket.json may have been edited: only a name this function writes is ever deleted
-        with contextlib.suppress(OSError):
-            (d / stale).unlink()
-    write_json(d / BRACKET_JSON, {"format": BRACKET_FORMAT, **metadata, "evs": [float(e) for e in evs],
-                                  "frames": names}, overwrite=True)
-    return paths
+        files[BRACKET_CONTACT_SHEET] = d / BRACKET_CONTACT_SHEET
+    files[BRACKET_JSON] = d / BRACKET_JSON
+    stale = [d / name for name in sorted(old - set(names))]
+    created = not d.exists()
+    try:
+        d.mkdir(exist_ok=True)
+    except OSError as error:
+        raise InputError(argument, f"{d}: cannot create the directory ({error.strerror})") from None
+    try:
+        with output_set(files, overwrite=True, argument=argument, remove=tuple(stale)) as temps:
+            for name, frame in zip(names, frames):
+                write_png(temps[name], frame, overwrite=True)
+            if contact_sheet is not None:
+                write_png(temps[BRACKET_CONTACT_SHEET], contact_sheet, overwrite=True)
+            write_json(temps[BRACKET_JSON], {"format": BRACKET_FORMAT, **metadata, "evs": [float(e) for e in evs],
+                                             "frames": names}, overwrite=True)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    return [files[name] for name in names]
+
+
+def _old_bracket_frames(d: Path) -> set[str]:
+    """Frame names the bracket.json in ``d`` lists that ``bracket_frame_name`` could have written."""
+    try:
+        listed = json.loads((d / BRACKET_JSON).read_text(encoding="utf-8")).get("frames", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    listed = listed if isinstance(listed, list) else []
+    return {name for name in listed if isinstance(name, str) and FRAME_NAME.fullmatch(name)}
 
 
 def read_bracket_dir(path, argument: str = "input") -> tuple[list[np.ndarray], list[float], dict]:
     """Read a bracket directory written by ``write_bracket_dir``: (frames [H, W, 3] display, EVs, metadata).
     Missing or malformed bracket.json, missing frames and frames of different sizes raise InputError."""
     d = Path(path)
+    json_path = d / BRACKET_JSON
     try:
-        meta = json.loads((d / BRACKET_JSON).read_text(encoding="utf-8"))
-        evs, names = [float(e) for e in meta["evs"]], [str(n) for n in meta["frames"]]
-    except FileNotFoundError:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
         raise InputError(argument, f"{d}: no {BRACKET_JSON}; expected a directory made by `latenthdr bracket`") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(argument, f"{d / BRACKET_JSON}: malformed ({exc}); expected keys evs and frames") from None
-    if len(evs) != len(names) or not names:
-        raise InputError(argument, f"{d / BRACKET_JSON}: {len(names)} frames for {len(evs)} EVs")
-    frames = [read_ldr(d / Path(name).name, argument).pixels for name in names]
+    except OSError as exc:
+        raise InputError(argument, f"{json_path}: cannot be read ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, an integer of > 4300 digits, deep nesting
+        raise InputError(argument, f"{json_path}: malformed ({str(exc)[:200]}); accepted: UTF-8 JSON "
+                                   f"{_BRACKET_ACCEPTED}") from None
+    evs, names = _bracket_entries(meta, json_path, argument)
+    frames = [read_ldr(d / name, argument).pixels for name in names]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
         raise InputError(argument, f"{d}: frames have different sizes {sorted(sizes)}")
     return frames, evs, meta
+
+
+_BRACKET_ACCEPTED = '{"evs": [finite numbers], "frames": [as many file names in the folder, without / or \\]}'
+
+
+def _bracket_entries(meta, json_path: Path, argument: str) -> tuple[list[float], list[str]]:
+    """The EVs and frame file names of a parsed bracket.json, or InputError saying what is accepted."""
+    evs, names = (meta.get("evs"), meta.get("frames")) if isinstance(meta, dict) else (None, None)
+    values = [_finite_float(e) for e in evs] if isinstance(evs, list) else [None]
+    if not isinstance(meta, dict):
+        found = f"a JSON {type(meta).__name__}, not an object"
+    elif None in values:
+        found = f"evs {repr(evs)[:100]}"
+    elif not isinstance(names, list) or not all(_plain_file_name(n) for n in names):
+        found = f"frames {repr(names)[:100]}"
+    elif len(values) != len(names) or not names:
+        found = f"{len(names)} frames for {len(values)} EVs"
+    else:
+        return values, names
+    raise InputError(argument, f"{json_path}: {found}; accepted: {_BRACKET_ACCEPTED}")
+
+
+def _finite_float(value) -> float | None:
+    """A JSON number as a finite float; None for anything else (bools, strings, NaN, Inf, huge integers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    with contextlib.suppress(OverflowError):
+        number = float(value)
+        return number if np.isfinite(number) else None
+    return None
+
+
+def _plain_file_name(name) -> bool:
+    """A file name without a directory part: read from the bracket folder itself, never beside it."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+            and not any(c in name for c in "/\\\x00"))
 
 
 # --------------------------------------------------------------------------------- torch layout

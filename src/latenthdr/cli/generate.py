@@ -12,16 +12,21 @@ Prompt files: JSON (a list of strings or of {"prompt", "seed"?, "panorama"?}) or
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
-from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.cli._common import MAX_SEED, add_overwrite, check_int, max_threads, print_json
+from latenthdr.errors import InputError
 
 KIND_PREFIXES = {"panorama": True, "perspective": False}
 BACKBONE_WIDTH = 1024  # default width with --backbone (the embedded prior's defaults are 512x256 / 384x288)
+MIN_SIDE, MAX_SIDE = 32, 4096  # pixels; the scene source also needs a multiple of its size step
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
+MAX_PROMPT_CHARS = 2000
 
 
 def register(sub) -> None:
@@ -72,7 +77,7 @@ class Item:
 def run_generate(args) -> int:
     from latenthdr import exposure
 
-    evs = exposure.parse_ev_ladder(args.evs, "--evs")
+    evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
     _check_options(args)
     items = plan_items(args)
     todo = _outputs_to_write(items, args)
@@ -92,6 +97,7 @@ def run_generate(args) -> int:
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, scene=scene, scene_options=options)
     load_s = time.perf_counter() - t0
     models = _models(pipe, args, scene)
+    check_sizes(pipe, todo, args)
     reports = [make_one(pipe, item, evs, args, models, load_s) for item in todo]
     summary = {"written": [r["output"]["exr"] for r in reports],
                "skipped": [str(i.exr) for i in items if i not in todo],
@@ -109,14 +115,15 @@ def _check_options(args) -> None:
         raise InputError("--multipass", "the multi-pass baseline needs the EV-conditioned embedded prior")
     if args.backbone and args.prior:
         raise InputError("--prior", "--prior is the embedded scene source; drop it with --backbone")
-    for flag, value, low in (("--steps", args.steps, 1), ("--width", args.width, 8), ("--height", args.height, 8),
-                             ("--threads", args.threads, 1)):
-        if value is not None and (isinstance(value, bool) or value < low):
-            raise InputError(flag, f"got {value!r}; accepted: an integer >= {low}")
-    if args.guidance is not None and not (args.guidance >= 0 and args.guidance < float("inf")):
-        raise InputError("--guidance", f"got {args.guidance!r}; accepted: a finite number >= 0")
-    if args.seed < 0:
-        raise InputError("--seed", f"got {args.seed}; accepted: an integer >= 0")
+    check_int("--steps", args.steps, 1, MAX_STEPS)
+    for flag, value in (("--width", args.width), ("--height", args.height)):
+        if value is not None and not (isinstance(value, int) and MIN_SIDE <= value <= MAX_SIDE):
+            raise InputError(flag, f"got {value!r}; accepted: an integer from {MIN_SIDE} to {MAX_SIDE} pixels (a "
+                                   "multiple of the scene source's step: 32 for the embedded prior)")
+    check_int("--threads", args.threads, 1, max_threads())
+    check_int("--seed", args.seed, 0, MAX_SEED)
+    if args.guidance is not None and not (0 <= args.guidance <= MAX_GUIDANCE):
+        raise InputError("--guidance", f"got {args.guidance!r}; accepted: a number from 0 to {MAX_GUIDANCE:g}")
 
 
 def plan_items(args) -> list[Item]:
@@ -127,7 +134,7 @@ def plan_items(args) -> list[Item]:
         exr = Path(args.output)
         if exr.suffix.lower() != ".exr":
             raise InputError("--output", f"{exr}: accepted: a path ending in .exr")
-        return [Item(0, " ".join(args.prompt.split()), args.seed, args.panorama, exr)]
+        return _checked([Item(0, " ".join(args.prompt.split()), args.seed, args.panorama, exr)], args)
     shard, count = parse_shard(args.shard)
     entries = read_prompts(args.prompts)
     folder = Path(args.output)
@@ -140,20 +147,63 @@ def plan_items(args) -> list[Item]:
         seed = entry.get("seed", item_seed(args.seed, index))
         panorama = entry.get("panorama", args.panorama)
         items.append(Item(index, entry["prompt"], seed, panorama, folder / f"{index:04d}-{slug(entry['prompt'])}.exr"))
+    return _checked(items, args)
+
+
+def _checked(items: list[Item], args) -> list[Item]:
+    """``items``, or InputError for a prompt too long or a seed out of range."""
+    for item in items:
+        if len(item.prompt) > MAX_PROMPT_CHARS:
+            where = "prompt" if args.prompts is None else f"--prompts (item {item.index})"
+            raise InputError(where, f"{len(item.prompt)} characters; accepted: at most {MAX_PROMPT_CHARS} (the text "
+                                    f"encoder reads only the first few hundred tokens)")
+        check_int("--seed" if args.prompts is None else f"--prompts (item {item.index}) seed", item.seed, 0, MAX_SEED)
     return items
+
+
+def check_sizes(pipe, items: list[Item], args) -> None:
+    """Each item's pixel size (given, or derived from the other side) against the scene source's size step, before
+    any diffusion run; the error names the flag the user gave."""
+    from latenthdr.pipeline import output_size
+
+    step = getattr(pipe.scene_source, "size_multiple", lambda panorama: 1)
+    for panorama in sorted({i.panorama for i in items}):
+        width = args.width or (BACKBONE_WIDTH if args.backbone and args.height is None else None)
+        sizes = dict(zip(("height", "width"), output_size(args.height, width, panorama)))
+        m = step(panorama)
+        accepted = f"accepted: a multiple of {m} from {max(MIN_SIDE, m)} to {MAX_SIDE} pixels for this scene source"
+        given = [side for side in ("width", "height") if getattr(args, side) is not None]
+        for side in given + [side for side in ("width", "height") if side not in given]:
+            value = sizes[side]
+            if value % m == 0 and MIN_SIDE <= value <= MAX_SIDE:
+                continue
+            if side in given:
+                raise InputError(f"--{side}", f"got {value}; {accepted}")
+            other = given[0] if given else None
+            shape = "2:1 for a panorama" if panorama else "4:3 for a picture"
+            flag = f"--{other}" if other else "--width"
+            raise InputError(flag, f"{sizes[other] if other else ''} gives a {side} of {value} px ({shape}); "
+                                   f"{accepted}; give --{side} too")
 
 
 def read_prompts(path: str) -> list[dict]:
     """Prompt entries {"prompt", "seed"?, "panorama"?} from a JSON or text file (module docstring)."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        text = p.read_text(encoding="utf-8") if p.is_file() else None
+    except OSError as error:  # unreadable, or a name too long for the file system
+        raise InputError("--prompts", f"{p}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise InputError("--prompts", f"{p}: not UTF-8 (byte {error.start}); accepted: a UTF-8 JSON or text "
+                                      "file") from None
+    if text is None:
         raise InputError("--prompts", f"{p}: no such file")
-    text = p.read_text(encoding="utf-8")
     if p.suffix.lower() == ".json":
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InputError("--prompts", f"{p}: not valid JSON ({error})") from None
+        except (ValueError, RecursionError) as error:  # also integers of > 4300 digits, deep nesting
+            raise InputError("--prompts", f"{p}: not valid JSON ({str(error)[:200]}); accepted: a JSON list of "
+                                          "prompts or of {\"prompt\", \"seed\"}") from None
         if not isinstance(raw, list):
             raise InputError("--prompts", f"{p}: accepted: a JSON list of prompts or of {{\"prompt\", \"seed\"}}")
         entries = [_json_entry(e, i, p) for i, e in enumerate(raw)]
@@ -216,24 +266,43 @@ def _paths(item: Item, previews: bool) -> dict[str, Path]:
 
 def _outputs_to_write(items: list[Item], args) -> list[Item]:
     """Items to generate; OutputExistsError before any work when an output exists and neither
-    --overwrite nor --skip-existing is given."""
+    --overwrite nor --skip-existing is given. With --skip-existing an item is done when its set is complete
+    (its sidecar and every file the sidecar names as an output exist); what killed runs left is cleaned first."""
     from latenthdr import io
 
+    if args.prompts is not None and not args.dry_run:
+        _make_folder(Path(args.output))
+    if items:
+        io.recover_outputs(items[0].exr.parent)
     todo = []
     for item in items:
         paths = _paths(item, not args.no_previews)
-        if args.skip_existing and paths["exr"].is_file() and paths["json"].is_file():
+        if args.skip_existing and _complete(paths):
             continue
         for path in paths.values():
-            if path.exists() and not args.overwrite:
-                raise OutputExistsError(path)
+            if not (args.dry_run and not path.parent.exists()):  # a dry run does not create the folder
+                io.check_output(path, args.overwrite, "--output")
         todo.append(item)
-    if args.prompts is not None and todo and not args.dry_run:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-    for item in todo if not args.dry_run else []:
-        for path in _paths(item, not args.no_previews).values():
-            io.check_output(path, True, "--output")
     return todo
+
+
+def _make_folder(folder: Path) -> None:
+    """Create the --prompts output folder (and its parents), or say in one line why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError("--output", f"{folder}: cannot create the folder ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError("--output", f"{folder}: the folder is not writable")
+
+
+def _complete(paths: dict[str, Path]) -> bool:
+    """True if the set at ``paths`` was written whole: its sidecar parses and every output it names exists."""
+    try:
+        named = json.loads(paths["json"].read_text(encoding="utf-8"))["output"]
+        return paths["exr"].is_file() and all(Path(p).is_file() for p in named.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _describe(item: Item) -> dict:
@@ -256,7 +325,8 @@ def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
     """Generate one item and write its EXR, previews and sidecar; returns the sidecar."""
     import torch
 
-    from latenthdr import exposure, io, metrics, tonemap
+    from latenthdr import exposure, metrics, tonemap
+    from latenthdr.cli.convert import write_output_set
 
     start = time.perf_counter()
     options = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance))
@@ -265,7 +335,6 @@ def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
     out = pipe.generate(item.prompt, evs=evs, panorama=item.panorama, height=args.height, width=width,
                         generator=torch.Generator().manual_seed(item.seed), multipass=args.multipass, **options)
     hdr, y = out.hdr[0], out.brackets[0]
-    t0 = time.perf_counter()
     paths = _paths(item, not args.no_previews)
     report = {"prompt": item.prompt, "seed": item.seed, "index": item.index, "panorama": out.panorama,
               "size": list(hdr.shape[-2:]), "evs": list(evs), "multipass": args.multipass,
@@ -275,20 +344,14 @@ def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
               "bracket_consistency_stops": metrics.bracket_consistency(y, evs) if len(evs) > 1 else None}
     if out.panorama:
         report["seam_error"] = metrics.seam_error(hdr) | {"shift_px": out.seam_shift_px}
-    io.write_exr(paths["exr"], io.to_numpy(hdr), half=args.half, panorama=out.panorama, overwrite=True,
-                 metadata={"prompt": item.prompt, "seed": item.seed, "evs": exposure.format_ev_ladder(evs),
-                           "space": pipe.codec.space, "head": models["head"] or "",
-                           "scene_source": models["scene_source"]["spec"], "multipass": args.multipass,
-                           "scale": "relative: 1.0 = the EV-0 frame's clipping level"})
-    if not args.no_previews:
-        preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
-        io.write_png(paths["preview"], io.to_numpy(preview), overwrite=True)
-        sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=7)
-        io.write_png(paths["bracket"], io.to_numpy(sheet), overwrite=True)
-    report["timings_s"] = {"load_models": load_s, **out.timings, "write": time.perf_counter() - t0,
-                           "total": time.perf_counter() - start}
+    sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=7) if "preview" in paths else None
+    report["timings_s"] = {"load_models": load_s, **out.timings}
     report = _finite(report)
-    io.write_json(paths["json"], report, overwrite=True)
+    write_output_set(paths, hdr, sheet, report, half=args.half, panorama=out.panorama, overwrite=True, started=start,
+                     metadata={"prompt": item.prompt, "seed": item.seed, "evs": exposure.format_ev_ladder(evs),
+                               "space": pipe.codec.space, "head": models["head"] or "",
+                               "scene_source": models["scene_source"]["spec"], "multipass": args.multipass,
+                               "scale": "relative: 1.0 = the EV-0 frame's clipping level"})
     return report
 
 

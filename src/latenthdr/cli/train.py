@@ -7,8 +7,11 @@ The CLI validates every option here, naming the flag, then calls the library (im
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
+import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -102,8 +105,9 @@ def run_head(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = train_head(options, run_dir, resume=args.resume, overwrite=args.overwrite,
-                        progress=not args.no_progress, command=command)
+    with warnings_on_one_line():
+        result = train_head(options, run_dir, resume=args.resume, overwrite=args.overwrite,
+                            progress=not args.no_progress, command=command)
     keys = ("latent_mse", "identity_mse", "identity_over_head", "merged_pu21_psnr", "oracle_pu21_psnr",
             "input_pu21_psnr", "merged_stops", "reference_stops")
     print_json({"run_dir": str(result.run_dir), "head": str(result.head_path), "steps": result.steps,
@@ -253,8 +257,9 @@ def run_codec(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = train_codec(options, run_dir, resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.no_progress, command=command)
+    with warnings_on_one_line():
+        result = train_codec(options, run_dir, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress, command=command)
     keys = ("psnr", "psnr_informative", "psnr_informative_per_ev")
     print_json({"run_dir": str(result.run_dir), "codec": str(result.codec_path),
                 "codec_f16": str(result.codec_f16_path), "steps": result.steps,
@@ -342,11 +347,23 @@ def _register_prior(models) -> None:
     train_prior.register(models)
 
 
+@contextlib.contextmanager
+def warnings_on_one_line():
+    """Show the warnings of a training job (a damaged checkpoint skipped on --resume) as one stderr line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"latenthdr train: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    from latenthdr.training.rundir import check_writable
+
     if resume and overwrite:
         raise InputError("--resume/--overwrite", "give one of the two: continue the run, or replace it")
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError("--out", f"{run_dir} is a file; accepted: a run folder")
+    check_writable(run_dir)
     if resume and not (run_dir / "config.json").is_file():
         raise InputError("--resume", f"{run_dir}: no run to resume")
     if not resume and not overwrite and run_dir.is_dir() and any(run_dir.iterdir()):

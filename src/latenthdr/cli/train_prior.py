@@ -53,7 +53,7 @@ def register(models) -> None:
 
 
 def run_prior(args) -> int:
-    from latenthdr.cli.train import _check_run_dir, _int_at_least
+    from latenthdr.cli.train import _check_run_dir, _int_at_least, warnings_on_one_line
 
     options = prior_options(args)
     run_dir = Path(args.out)
@@ -71,8 +71,9 @@ def run_prior(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = train_prior(options, run_dir, resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.no_progress, command=command)
+    with warnings_on_one_line():
+        result = train_prior(options, run_dir, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress, command=command)
     print_json({"run_dir": str(result.run_dir), "prior": str(result.prior_path),
                 "prior_f16": str(result.prior_f16_path), "steps": result.steps,
                 "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,

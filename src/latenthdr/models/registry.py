@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from latenthdr.errors import InputError, LatentHDRError
@@ -18,13 +19,37 @@ from latenthdr.errors import InputError, LatentHDRError
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = WEIGHTS_DIR / "manifest.json"
 EMBEDDED_CODEC = "embedded"
+KINDS = ("head", "codec", "prior")
+MANIFEST_ACCEPTED = ('{"files": {FILE_NAME: {"sha256": 64 hex digits, "bytes": int >= 0, "kind": "head" | "codec" | '
+                     '"prior", "space": str, "codec": str, ...}}}')
 
 
 def manifest() -> dict:
-    """The manifest's ``files`` mapping (empty when nothing is shipped)."""
+    """The manifest's ``files`` mapping (empty when nothing is shipped); LatentHDRError when it is malformed."""
     if not MANIFEST.is_file():
         return {}
-    return json.loads(MANIFEST.read_text(encoding="utf-8")).get("files", {})
+    try:
+        data = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # unreadable, not UTF-8 or not JSON
+        raise LatentHDRError(f"{MANIFEST}: cannot be read ({str(error)[:200]}); reinstall latenthdr") from None
+    files = data.get("files", {}) if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        raise LatentHDRError(f"{MANIFEST}: malformed (no \"files\" object); accepted: {MANIFEST_ACCEPTED}; "
+                             "reinstall latenthdr")
+    for name, entry in files.items():
+        if not _valid_entry(name, entry):
+            raise LatentHDRError(f"{MANIFEST}: malformed entry {name!r:.100}: {entry!r:.200}; accepted: "
+                                 f"{MANIFEST_ACCEPTED}; reinstall latenthdr")
+    return files
+
+
+def _valid_entry(name: str, entry) -> bool:
+    """A manifest entry: a plain file name in WEIGHTS_DIR, and the fields the registry reads, of their types."""
+    return (name not in ("", ".", "..") and Path(name).name == name and not any(c in name for c in "/\\\x00")
+            and isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]) is not None
+            and type(entry.get("bytes")) is int and entry["bytes"] >= 0 and entry.get("kind") in KINDS
+            and isinstance(entry.get("space"), str) and isinstance(entry.get("codec", ""), str))
 
 
 def sha256_of(path: Path) -> str:
@@ -70,7 +95,12 @@ def load_codec_for(spec: str | None, device="cpu"):
         from latenthdr.models import tinycodec
 
         return tinycodec.load_embedded_codec(shipped_file(name), device=device)
-    return codecs.load_codec(spec, device=device)
+    try:
+        return codecs.load_codec(spec, device=device)
+    except InputError as error:
+        if error.argument != "codec" or not error.message.startswith("cannot load"):
+            raise
+        raise InputError("codec", error.message.replace("accepted: ", f"accepted: '{EMBEDDED_CODEC}' (ours), ", 1)) from None
 
 
 def load_head_for(codec, head: str | None = None, device="cpu"):

@@ -56,6 +56,13 @@ def read_model_metadata(path: str | os.PathLike, *, format: str, argument: str, 
     if metadata.get("format") != format or "config" not in metadata:
         raise InputError(argument, f"{path}: not a latenthdr {what} (format {metadata.get('format')!r}, "
                                    f"expected {format!r})")
+    try:
+        config = json.loads(metadata["config"])
+    except (ValueError, RecursionError):  # not JSON, an integer of > 4300 digits, deep nesting
+        config = None
+    if not isinstance(config, dict):
+        raise InputError(argument, f"{path}: its config metadata is {metadata['config']!r:.100}; accepted: a JSON "
+                                   f"object of the {what}'s architecture (the file is corrupt)")
     return metadata
 
 
@@ -64,6 +71,8 @@ def config_from_dict(cls, data: Mapping, argument: str):
     raise InputError naming ``argument`` (e.g. "head config") and listing the accepted keys."""
     import dataclasses
 
+    if not isinstance(data, Mapping):
+        raise InputError(argument, f"got {type(data).__name__} {data!r:.100}; accepted: an object of {cls.__name__} fields")
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -73,4 +82,9 @@ def config_from_dict(cls, data: Mapping, argument: str):
     missing = [name for name in required if name not in data]
     if missing:
         raise InputError(argument, f"missing keys {missing}; required: {', '.join(required)}")
-    return cls(**dict(data))
+    try:
+        return cls(**dict(data))
+    except InputError:  # the config's own checks name the field and its accepted range
+        raise
+    except (TypeError, ValueError, OverflowError) as error:  # a value of the wrong type, e.g. widths: 3
+        raise InputError(argument, f"{error}; accepted: {cls.__name__} fields of their documented types") from None

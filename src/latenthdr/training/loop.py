@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from latenthdr.errors import InputError, LatentHDRError
-from latenthdr.training.rundir import Checkpointer, JsonlLogger, json_default, save_atomic
+from latenthdr.training.rundir import (Checkpointer, JsonlLogger, json_default, remove_dead_temporaries,
+                                        save_atomic)
 
 BEST_FILE = "best.pt"  # RUN_DIR/best.pt: the EMA weights of the best validation so far (``train(best=...)``)
 
@@ -274,7 +275,7 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     updates done so far, 0-based; draw the batch from it); backward; clip the gradient norm; AdamW step; EMA
     update. Every ``val_every_steps`` and at the end, ``validate(step, ema_module, final)`` returns scalars
     (validation runs on the EMA weights, the ones a job ships). Writes ``run_dir/log.jsonl`` and
-    ``run_dir/checkpoints/``. ``resume``: continue from the newest checkpoint, bit-identically; SIGINT stops
+    ``run_dir/checkpoints/``. ``resume``: continue from the newest intact checkpoint, bit-identically; SIGINT stops
     cleanly between steps with a checkpoint (stopped_by "interrupt"). ``best``: after each validation whose
     ``best.metric`` beats every earlier one, the EMA weights go to ``run_dir/best.pt`` (survives resumes);
     the result's ``best_ema`` holds them. Build ``model`` after ``set_seed`` so its initial weights depend
@@ -289,6 +290,8 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     model, optimizer = acc.prepare(model, optimizer)
     ema = EMA(acc.unwrap_model(model), config.ema_half_life_steps, config.ema_rampup_ratio)
     checkpointer = Checkpointer(run_dir / "checkpoints", config.keep_checkpoints)
+    if acc.is_main_process:
+        remove_dead_temporaries(run_dir, checkpointer.directory)  # of a run killed while saving
     state = _State()
     if resume:
         _restore(checkpointer.load(), config, acc.unwrap_model(model), optimizer, ema, step_fn, state)
