@@ -223,3 +223,21 @@ def test_preview_and_bracket_contact_sheet(hdr_file, tmp_path, capsys):
     code, _, err = run(capsys, "bracket", hdr_file, "--evs", "-1,0,1", "-o", tmp_path / "b")
     assert code == 0, err
     assert (tmp_path / "b" / "contact.png").is_file()
+
+
+@pytest.mark.parametrize("shape", [(96, 16), (40, 512)], ids=["narrow 16 px", "wide 512x40"])
+def test_convert_gives_the_same_bytes_on_every_run(shape, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.clip(rng.normal(200, 60, (*shape, 3)), 0, 255).astype(np.uint8))
+    outputs = []
+    for run_index in range(5):
+        out = tmp_path / f"run{run_index}"
+        out.mkdir()
+        code, _, err = run(capsys, "convert", photo, "-o", out / "hdr.exr")
+        assert code == 0, err
+        files = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix != ".json"}
+        sidecar = json.loads((out / "hdr.json").read_text().replace(str(out), "OUT"))
+        sidecar.pop("timings_s")
+        outputs.append((files, sidecar))
+    assert len(outputs[0][0]) == 3 and all(o == outputs[0] for o in outputs[1:])

@@ -44,10 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (radiometry,) + _model_command_modules():
         module.register(sub)
-    for command in sub.choices.values():
-        flags = {o for action in command._actions for o in action.option_strings if o.startswith("--")}
-        command.set_defaults(flags=frozenset(flags))
+    _record_flags(parser)
     return parser
+
+
+def _record_flags(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command's namespace the set of its --flags (``user_message`` maps errors onto them)."""
+    flags = frozenset(o for action in parser._actions for o in action.option_strings if o.startswith("--"))
+    parser.set_defaults(flags=flags)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                _record_flags(command)
 
 
 # Library parameter names that reach the command line as another name (InputError.argument -> what the user typed).

@@ -15,7 +15,7 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli._common import add_overwrite, check_int, max_threads, print_json
 from latenthdr.errors import InputError, OutputExistsError
 
 
@@ -94,7 +94,7 @@ def run_head(args) -> int:
     _check_run_dir(run_dir, args.resume, args.overwrite)
     command = head_command(options, args.out)
     if args.threads is not None:
-        _int_at_least("--threads", args.threads, 1)
+        check_int("--threads", args.threads, 1, max_threads())
     if args.dry_run:
         print_json({"run_dir": str(run_dir), "cache": options.cache or str(run_dir / "cache"), "command": command,
                     "options": options.to_dict(), "loop": asdict(options.loop_config()), "dry_run": True})
@@ -140,7 +140,7 @@ def head_options(args):
         _int_at_least(flag, value, 1)
     _int_at_least("--merged-samples", args.merged_samples, 0)
     _int_at_least("--warmup", args.warmup, 0)
-    _int_at_least("--seed", args.seed, 0)
+    check_int("--seed", args.seed, 0, 2**63 - 1)
     _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
     _number_in("--pixel-loss", args.pixel_loss, 0.0, math.inf)
     _number_in("--unknown-weight", args.unknown_weight, 0.0, math.inf)
@@ -245,7 +245,7 @@ def run_codec(args) -> int:
     _check_run_dir(run_dir, args.resume, args.overwrite)
     command = codec_command(options, args.out)
     if args.threads is not None:
-        _int_at_least("--threads", args.threads, 1)
+        check_int("--threads", args.threads, 1, max_threads())
     if args.dry_run:
         print_json({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
                     "codec": options.codec_config().to_dict(), "loop": asdict(options.loop_config()),
@@ -289,7 +289,7 @@ def codec_options(args):
     if args.evs_per_sample > len(evs):
         raise InputError("--evs-per-sample", f"got {args.evs_per_sample}; accepted: at most {len(evs)} (the ladder)")
     _int_at_least("--val-crops", args.val_crops, 0)
-    _int_at_least("--seed", args.seed, 0)
+    check_int("--seed", args.seed, 0, 2**63 - 1)
     _number_in("--lr", args.lr, 0.0, 1.0, open_low=True)
     _number_in("--pu21-loss", args.pu21_loss, 0.0, math.inf)
     _number_in("--l2-loss", args.l2_loss, 0.0, math.inf)

@@ -9,7 +9,7 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
-from latenthdr.cli._common import print_json
+from latenthdr.cli._common import check_int, max_threads, print_json
 
 
 def register(models) -> None:
@@ -55,11 +55,10 @@ def register(models) -> None:
 def run_prior(args) -> int:
     from latenthdr.cli.train import _check_run_dir, _int_at_least, warnings_on_one_line
 
+    check_int("--threads", args.threads, 1, max_threads())
     options = prior_options(args)
     run_dir = Path(args.out)
     _check_run_dir(run_dir, args.resume, args.overwrite)
-    if args.threads is not None:
-        _int_at_least("--threads", args.threads, 1)
     command = prior_command(options, args.out)
     if args.dry_run:
         print_json({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
