@@ -34,14 +34,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moments", type=int, default=10, help="random moments per command and signal")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--commands", default="convert,bracket,generate", help="which of them (default: all three)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="latenthdr-interrupts-") as tmp:
         work = Path(tmp)
         inputs = make_inputs(work)
+        chosen = args.commands.split(",")
         results = {name: run_cases(scenario, work / name, rng, args.moments)
-                   for name, scenario in scenarios(inputs).items()}
+                   for name, scenario in scenarios(inputs).items() if name in chosen}
     failed = sum(r["failed"] for r in results.values())
     report = {"moments": args.moments, "seed": args.seed, "commands": results, "failed": failed}
     if args.json:
@@ -137,13 +139,14 @@ def run_cases(scenario: dict, base: Path, rng: random.Random, moments: int) -> d
         for sig in (signal.SIGKILL, signal.SIGTERM):
             out = base / f"case-{i}-{sig.name}"
             shutil.copytree(base / "old", out) if old is not None else out.mkdir()
+            before = snapshot(out)  # the old set as it is here (its sidecar names this folder's files)
             process = subprocess.Popen(command(scenario["new"], out), stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE)
             time.sleep(at)
             finished = process.poll() is not None
             process.send_signal(sig)
             _, stderr = process.communicate()
-            state = classify(snapshot(out), old, new, scenario["old"] is None)
+            state = classify(snapshot(out), before if old is not None else None, new, scenario["old"] is None)
             left = temporaries(out)
             rerun = subprocess.run(command(scenario["new"] + scenario["rerun"], out), capture_output=True)
             done = rerun.returncode == 0 and snapshot(out) == new and temporaries(out) == 0

@@ -129,6 +129,8 @@ CASES = [
     _case("--rim-bound negative", "convert {w}/photo.png -o {w}/c.exr --rim-bound -1", "--rim-bound"),
     _case("--decoded-only with a merge option", "convert {w}/photo.png -o {w}/c.exr --decoded-only "
           "--highlight-shrink 0.5", "--decoded-only"),
+    _case("a job larger than --max-memory", "convert {w}/photo.png -o {w}/c.exr --max-memory 0.01", "--max-memory"),
+    _case("--max-memory nan", "convert {w}/photo.png -o {w}/c.exr --max-memory nan", "--max-memory"),
     # generate
     _case("no prompt and no --prompts", "generate -o {w}/g.exr", "prompt"),
     _case("a prompt and --prompts", "generate a-barn --prompts {w}/prompts.txt -o {w}/g", "prompt"),
@@ -162,6 +164,7 @@ CASES = [
     _case("--width not a multiple of 16", "demo -o {w}/d --width 100", "--width"),
     _case("output is a file", "demo -o {w}/notes.txt", "--output"),
     _case("EV ladder reversed", "demo -o {w}/d --evs 5:-7:1", "--evs"),
+    _case("a demo larger than --max-memory", "demo -o {w}/d --width 8192 --max-memory 2", "--max-memory"),
     # train
     _case("--data missing", "train head --codec embedded --data {w}/nope --val {w}/userdir --out {w}/run", "--data"),
     _case("--data holds no HDR panoramas", "train head --codec embedded --data {w}/userdir --val {w}/userdir "
@@ -378,3 +381,20 @@ def test_sigterm_in_a_prompt_batch_keeps_whole_items_and_skip_existing_finishes(
     report = json.loads(rerun.stdout)
     assert len(report["written"]) + len(report["skipped"]) == 2 and len(report["skipped"]) >= 1
     assert len(list(out.glob("*.json"))) == 2
+
+
+def test_a_job_that_cannot_fit_in_the_available_memory_is_refused_up_front(workspace, capsys, monkeypatch):
+    from latenthdr.cli import _common
+
+    monkeypatch.setattr(_common, "available_memory", lambda: 200_000_000)
+    before = snapshot(workspace)
+    code = main(["convert", str(workspace / "photo.png"), "-o", str(workspace / "c.exr")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "needs about 0.4 GB at its peak, more than the memory available now (0.2 GB)" in err, err
+    assert snapshot(workspace) == before
+    monkeypatch.setattr(_common, "available_memory", lambda: 100_000_000_000)
+    assert main(["convert", str(workspace / "photo.png"), "-o", str(workspace / "c.exr"), "--no-previews"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 0.3 < report["memory_estimate_gb"] < 0.6
+    for path in report["output"].values():
+        Path(path).unlink()

@@ -245,6 +245,16 @@ class LatentHDRPipeline:
         return registry.describe(self.codec, head_path) | {
             "head_precision": "bfloat16" if self.head_bfloat16 else "float32"}
 
+    def memory_estimate(self, height: int, width: int, frames: int) -> int | None:
+        """Estimated peak resident memory, in bytes, of image-to-HDR of one ``height`` x ``width`` image with
+        ``frames`` EVs in this process (models, torch and the job), or None for a latent space not measured
+        (``MEMORY_MODELS``)."""
+        model = MEMORY_MODELS.get(self.codec.space)
+        if model is None:
+            return None
+        base, per_pixel = model
+        return int(base + height * width * (per_pixel + frames * BRACKET_BYTES_PER_PIXEL_FRAME))
+
     def encode(self, image: torch.Tensor, is_pano: bool) -> torch.Tensor:
         """[B,3,H,W] display [0,1] -> z0 [B,C,h,w], padding H, W up to the codec's grid first."""
         return self.codec.encode(_pad_to_multiple(image, self.codec.downscale, is_pano), panorama=is_pano)
@@ -359,6 +369,13 @@ DECODED_CLIPPED_LEVEL = 0.98
 DEFAULT_PANORAMA_SIZE = (256, 512)  # (height, width) pixels of text-to-HDR panoramas
 DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
 
+
+# Peak resident memory of `convert` on a CPU: bytes = base + pixels x (per_pixel + frames x per pixel-frame), fitted
+# to whole-process runs at 0.5 and 2 megapixels with 13 EVs (benchmarks/memory.py, docs/reliability.md). The
+# embedded codec's memory is all per frame (three float32 copies of the bracket); TAEF2 adds its encoder's and
+# decoder's activations, which grow with the image and not with the frames.
+BRACKET_BYTES_PER_PIXEL_FRAME = 36.8
+MEMORY_MODELS = {"latenthdr-tiny-v1": (0.402e9, 0.0), "taef2": (1.073e9, 1078.0)}
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
 MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low", "max_ev")

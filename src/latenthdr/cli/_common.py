@@ -55,3 +55,46 @@ def max_threads() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def add_max_memory(parser) -> None:
+    parser.add_argument("--max-memory", type=float, metavar="GB",
+                        help="refuse a job whose estimated peak memory exceeds this (default: the memory available "
+                             "now; 0: do not check)")
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still use: the system's available memory, or less under a cgroup limit."""
+    available = None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read())
+        if limit != "max":
+            left = int(limit) - used
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def check_memory(estimate: int | None, max_memory: float | None, what: str, advice: str) -> None:
+    """InputError naming --max-memory when ``estimate`` (bytes) exceeds it (GB) or, by default, the memory
+    available now; ``what`` describes the job and ``advice`` what to change."""
+    if max_memory is not None and not (max_memory >= 0 and max_memory < float("inf")):
+        raise InputError("--max-memory", f"got {max_memory!r}; accepted: a number of GB >= 0 (0: do not check)")
+    if estimate is None or max_memory == 0:
+        return
+    limit = available_memory() if max_memory is None else max_memory * 1e9
+    if limit is not None and estimate > limit:
+        source = "the memory available now" if max_memory is None else "--max-memory"
+        raise InputError("--max-memory", f"{what} needs about {estimate / 1e9:.1f} GB at its peak, more than "
+                                         f"{source} ({limit / 1e9:.1f} GB); {advice}, or give --max-memory 0 to run "
+                                         f"it anyway")

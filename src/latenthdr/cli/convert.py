@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli._common import add_max_memory, add_overwrite, check_memory, print_json
 from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
@@ -30,6 +30,7 @@ def register(sub) -> None:
                    help="display curve of an LDR input (default srgb, as cameras and the web use)")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
     p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
+    add_max_memory(p)
     add_overwrite(p)
     p.set_defaults(handler=run_convert)
 
@@ -113,16 +114,21 @@ def run_convert(args) -> int:
         raise InputError("--decoded-only", "cannot be combined with --blend, --highlight-shrink or --rim-bound "
                                            "(options of the input-preserving merge)")
     blend = not args.decoded_only
+    check_memory(None, args.max_memory, "", "")  # the flag's own range, before any work
     paths = output_paths(args.output, not args.no_previews)
     io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
     for path in paths.values():
         io.check_output(path, args.overwrite, "--output")
         if path.resolve() == Path(args.input).resolve():
             raise InputError("--output", f"{path} would replace the input IN; choose another output name")
-    image, source = load_input(args.input, args.input_curve)
+    size = io.image_size(args.input)
     t0 = time.perf_counter()
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
     load_s = time.perf_counter() - t0
+    estimate = None if size is None else pipe.memory_estimate(size[1], size[0], len(evs))
+    check_memory(estimate, args.max_memory, f"converting {size[0]}x{size[1]} pixels with {len(evs)} EVs" if size else "",
+                 "convert a smaller copy of the image or use fewer EVs (the embedded codec needs the least)")
+    image, source = load_input(args.input, args.input_curve)
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
     models = pipe.describe(args.head)
@@ -130,7 +136,8 @@ def run_convert(args) -> int:
               "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
               "models": models, "plow": out.plow[0],
               "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:]),
-              "decoded_fraction": 1.0 if out.decoded is None else float(out.decoded.float().mean())}
+              "decoded_fraction": 1.0 if out.decoded is None else float(out.decoded.float().mean()),
+              "memory_estimate_gb": None if estimate is None else round(estimate / 1e9, 3)}
     if not args.no_previews:
         report["bracket_sheet"] = BRACKET_SHEET
     sheet = None if args.no_previews else tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli._common import add_max_memory, add_overwrite, check_memory, print_json
 from latenthdr.cli.convert import BRACKET_SHEET
 
 OUTPUTS = ("input.png", "truth.exr", "hdr.exr", "hdr.preview.png", "hdr.bracket.png", "hdr.json")  # sidecar last
@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=1024, help="panorama width in pixels (default 1024; height = w/2)")
     p.add_argument("--codec", help="latent codec (default: the embedded default)")
     p.add_argument("--head", help="exposure head file (default: the head shipped for the codec)")
+    add_max_memory(p)
     add_overwrite(p)
     p.set_defaults(handler=run_demo)
 
@@ -49,8 +50,11 @@ def run_demo(args) -> int:
     if out.is_dir():
         for path in paths.values():
             io.check_output(path, args.overwrite, "--output")
-    case = l2h.make_case("demo", scenes.sky_panorama(args.width // 2, args.width), clip_fraction=0.03)
+    check_memory(None, args.max_memory, "", "")
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
+    check_memory(pipe.memory_estimate(args.width // 2, args.width, len(evs)), args.max_memory,
+                 f"the demo at {args.width}x{args.width // 2} with {len(evs)} EVs", "give a smaller --width")
+    case = l2h.make_case("demo", scenes.sky_panorama(args.width // 2, args.width), clip_fraction=0.03)
     result = pipe(case.ldr, evs=evs)
     hdr = result.hdr[0]
     t0 = time.perf_counter()
