@@ -19,8 +19,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from latenthdr import io
 from latenthdr.cli import main
-from latenthdr.errors import InputError
+from latenthdr.errors import InputError, LatentHDRError
 from latenthdr.training import data, head as th, head_eval, loop
 
 SAMPLING = data.SamplingConfig(crop_size=16, pano_width=32, pano_height=16, pano_fraction=0.4)
@@ -564,7 +565,7 @@ def test_checkpointer_resumes_from_the_newest_intact_checkpoint(tmp_path, how):
                                          r"from step-00000002\.pt"):
         state = checkpoints.load()
     assert state["step"] == 2 and torch.equal(state["w"], torch.arange(4096.0) + 2)
-    checkpoints.save(3, {"step": 3})  # the run goes on from step 2: the damaged later checkpoint goes
+    checkpoints.save(3, {"step": 3, "w": torch.arange(4096.0) + 3})  # the run goes on: the damaged later one goes
     assert [p.name for p in checkpoints.paths()] == ["step-00000002.pt", "step-00000003.pt"]
     for path in checkpoints.paths():
         _damage(path, how)
@@ -692,8 +693,9 @@ def test_a_run_deletes_the_temporaries_of_killed_saves_and_keeps_a_live_ones(tmp
     try:
         run = tmp_path / "run"
         (run / "checkpoints").mkdir(parents=True)
-        stale = [run / f".best.pt.tmp{killed.pid}", run / "checkpoints" / f".step-00000004.pt.tmp{killed.pid}"]
-        saving = run / "checkpoints" / f".step-00000006.pt.tmp{live.pid}"
+        stale = [run / f".best.pt.latenthdr-{killed.pid}-0123abcd.pt",
+                 run / "checkpoints" / f".step-00000004.pt.latenthdr-{killed.pid}-0123abcd.pt"]
+        saving = run / "checkpoints" / f".step-00000006.pt.latenthdr-{live.pid}-0123abcd.pt"
         for path in [*stale, saving]:
             path.write_bytes(b"partial")
         step_fn = lambda m, step, acc: (m(torch.ones(1, 2)).square().mean(), {})  # noqa: E731
@@ -705,9 +707,9 @@ def test_a_run_deletes_the_temporaries_of_killed_saves_and_keeps_a_live_ones(tmp
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(torch, "save", disk_full)
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(LatentHDRError, match="step-00000009.pt: could not be written .No space left"):
             rundir.save_atomic({"step": 1}, run / "checkpoints" / "step-00000009.pt")
-        assert sorted(p.name for p in run.rglob(".*.tmp*")) == [saving.name]
+        assert sorted(p.name for p in run.rglob("*") if io.is_temporary(p.name)) == [saving.name]
     finally:
         live.kill()
         live.wait()

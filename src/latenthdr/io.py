@@ -201,8 +201,10 @@ def image_size(path) -> tuple[int, int] | None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # we apply our own limit; Pillow's warning would only repeat it
-        with Image.open(p) as image:
-            return image.size
+        with warnings.catch_warnings():  # Pillow warns on damaged TIFF tags; the full reader reports damage
+            warnings.simplefilter("ignore")
+            with Image.open(p) as image:
+                return image.size
     except Exception:  # any header the libraries cannot read: the full reader reports it
         return None
 
@@ -280,7 +282,8 @@ def _read_exr(path: Path, argument: str) -> tuple[np.ndarray, dict]:
             parts, error = [], exc
     if not parts:
         detail = "; ".join(m.strip() for m in messages if m.strip())[-300:] or str(error)
-        raise InputError(argument, f"{path}: corrupt or truncated OpenEXR file ({detail})")
+        raise InputError(argument, f"{path}: corrupt or truncated OpenEXR file ({detail}); accepted: complete "
+                                   f"OpenEXR files")
     deep = (OpenEXR.deepscanline, OpenEXR.deeptile)
     for index, part in enumerate(parts):
         choice = None if part.type() in deep else choose_layer(part.channels)
@@ -305,8 +308,9 @@ def _read_radiance(path: Path, argument: str) -> tuple[np.ndarray, dict]:
         except cv2.error:
             bgr = None
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
-        raise InputError(argument, f"{path}: corrupt or truncated Radiance file "
-                                   f"(resolution line {header.get('resolution', '?')!r})")
+        raise InputError(argument, f"{path}: corrupt or truncated Radiance file (resolution line "
+                                   f"{header.get('resolution', '?')!r:.60}); accepted: complete RGBE files whose "
+                                   f"resolution line reads like '-Y 512 +X 1024'")
     return bgr[..., ::-1].astype(np.float32), header  # BGR -> RGB (astype copies)
 
 
@@ -326,7 +330,9 @@ def _radiance_header(path: Path) -> dict | None:
         key, value = key.strip().upper(), value.strip()
         if key == "EXPOSURE":
             with contextlib.suppress(ValueError):
-                header[key] = header.get(key, 1.0) * float(value)
+                product = header.get(key, 1.0) * float(value)
+                if np.isfinite(product):  # NaN, Inf or an overflowing product: ignored, as unparsable values
+                    header[key] = product
         else:
             header[key] = value
     header["resolution"] = rest.split(b"\n", 1)[0].decode("latin-1").strip()
@@ -532,27 +538,26 @@ def output_set(paths: Mapping[str, Path], *, overwrite: bool = False, argument: 
             if _same_file(final, Path(source)):
                 raise InputError(argument, f"{final} is the input {source}; choose an output that is not an input")
     temps = {key: temporary_name(final) for key, final in finals.items()}
+    journal = temporary_name(list(finals.values())[-1], _JOURNAL_SUFFIX)
     try:
         yield dict(temps)
         missing = [str(finals[k]) for k, t in temps.items() if not t.is_file()]
         if missing:
             raise LatentHDRError(f"{', '.join(missing)}: the writer produced no file")
-        _commit([(temps[k], finals[k]) for k in finals], [Path(r) for r in remove])
-    except LatentHDRError as error:  # a writer's error names its temporary: say the final name instead
-        message = str(error)
+        _commit([(temps[k], finals[k]) for k in finals], [Path(r) for r in remove], journal)
+    except BaseException as error:
+        if not journal.exists():  # else a rename failed mid-commit: the journal's next reader completes the set
+            for temp in temps.values():
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+        if not isinstance(error, LatentHDRError):
+            raise
+        message = str(error)  # a writer's error names its temporary: say the final name instead
         for key, temp in temps.items():
             message = message.replace(str(temp), str(finals[key]))
-        for temp in temps.values():
-            with contextlib.suppress(OSError):
-                temp.unlink()
         if message == str(error):
             raise
         raise LatentHDRError(message) from None
-    except BaseException:
-        for temp in temps.values():
-            with contextlib.suppress(OSError):
-                temp.unlink()
-        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -562,27 +567,28 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _commit(renames: list[tuple[Path, Path]], remove: list[Path]) -> None:
+def _commit(renames: list[tuple[Path, Path]], remove: list[Path], journal: Path) -> None:
     """Rename temporaries over their finals and delete ``remove``: fsync the data, write the journal, rename,
-    delete the journal. Signals are held meanwhile and delivered right after."""
-    folder = renames[-1][1].parent
+    delete the journal. Signals are held meanwhile and delivered right after. If a rename fails, the journal stays
+    for the next run in the folder to finish the set (``recover_outputs``)."""
     for temp, _ in renames:
         _fsync(temp)
-    journal = temporary_name(renames[-1][1], _JOURNAL_SUFFIX)
     plan = {"renames": [[t.name, f.name] for t, f in renames], "remove": [p.name for p in remove]}
     with _signals_held():
-        journal.write_text(json.dumps(plan), encoding="utf-8")
-        _fsync(journal)
         try:
-            for temp, final in renames:
-                os.replace(temp, final)
-            for stale in remove:
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
-        finally:
+            journal.write_text(json.dumps(plan), encoding="utf-8")
+            _fsync(journal)
+        except OSError:  # nothing renamed yet: the set is rolled back as if the journal had never been
             with contextlib.suppress(OSError):
                 journal.unlink()
-        _fsync(folder)
+            raise
+        for temp, final in renames:
+            os.replace(temp, final)
+        for stale in remove:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        journal.unlink()
+        _fsync(renames[-1][1].parent)
 
 
 def _fsync(path: Path) -> None:
@@ -808,7 +814,7 @@ def read_bracket_dir(path, argument: str = "input") -> tuple[list[np.ndarray], l
     frames = [read_ldr(d / name, argument).pixels for name in names]
     sizes = {f.shape for f in frames}
     if len(sizes) > 1:
-        raise InputError(argument, f"{d}: frames have different sizes {sorted(sizes)}")
+        raise InputError(argument, f"{d}: frames have different sizes {sorted(sizes)}; accepted: frames of one size")
     return frames, evs, meta
 
 

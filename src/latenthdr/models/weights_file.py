@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from latenthdr import io
 from latenthdr.errors import InputError
 
 RESERVED_METADATA = ("format", "config", "space")
@@ -34,9 +35,8 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
     tensors = {k: v.detach().to("cpu", dtype_of(k, v) if dtype_of else v.dtype).contiguous()
                for k, v in state_dict.items()}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with io.atomic_output(path, overwrite=True) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
     return path
 
 
@@ -52,7 +52,8 @@ def read_model_metadata(path: str | os.PathLike, *, format: str, argument: str, 
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as error:  # safetensors raises its own error types for non-safetensors files
-        raise InputError(argument, f"{path}: not a safetensors file ({error})") from error
+        raise InputError(argument, f"{path}: not a safetensors file ({str(error)[:200]}); accepted: a latenthdr "
+                                   f"{what} file (.safetensors)") from error
     if metadata.get("format") != format or "config" not in metadata:
         raise InputError(argument, f"{path}: not a latenthdr {what} (format {metadata.get('format')!r}, "
                                    f"expected {format!r})")
@@ -72,7 +73,8 @@ def config_from_dict(cls, data: Mapping, argument: str):
     import dataclasses
 
     if not isinstance(data, Mapping):
-        raise InputError(argument, f"got {type(data).__name__} {data!r:.100}; accepted: an object of {cls.__name__} fields")
+        raise InputError(argument, f"got {type(data).__name__} {data!r:.100}; accepted: an object of "
+                                   f"{cls.__name__} fields")
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:

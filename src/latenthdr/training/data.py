@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latenthdr import io
 from latenthdr.errors import InputError
 
 CACHE_FORMAT = "latenthdr-latent-cache-v1"
@@ -383,8 +383,6 @@ def _encode_shards(manifest: dict, out_dir: Path, hdr_dir: Path, codec, evs, enc
 @torch.inference_mode()
 def _encode_shard(specs: list[SampleSpec], hdr_dir: Path, codec, evs, encode_batch: int, keep_hdr: bool, bar):
     """Render, bracket and encode one shard's samples -> the shard's tensors (see :class:`LatentGroup`)."""
-    from latenthdr import io
-
     loaded: tuple[str, torch.Tensor] | None = None
     frames, hdrs, scales = [], [], []
     need_ev0 = 0.0 not in evs
@@ -392,7 +390,7 @@ def _encode_shard(specs: list[SampleSpec], hdr_dir: Path, codec, evs, encode_bat
     for spec in specs:
         if loaded is None or loaded[0] != spec.source:
             path = hdr_dir / spec.source
-            loaded = (spec.source, _load_panorama(io, path))
+            loaded = (spec.source, _load_panorama(path))
         H, scale = render_sample(loaded[1], spec)
         y = sample_bracket(H, ladder)  # [K(+1), 3, h, w] display, 8-bit levels
         frames.append(torch.round(y * 255).to(torch.uint8))
@@ -412,7 +410,7 @@ def _encode_shard(specs: list[SampleSpec], hdr_dir: Path, codec, evs, encode_bat
     return tensors
 
 
-def _load_panorama(io, path: Path) -> torch.Tensor:
+def _load_panorama(path: Path) -> torch.Tensor:
     from latenthdr import panorama
 
     pano = io.to_tensor(io.read_hdr(path, "data").pixels)  # [3, H, W] linear
@@ -425,16 +423,14 @@ def _load_panorama(io, path: Path) -> torch.Tensor:
 def _save_shard(path: Path, tensors: dict) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": CACHE_FORMAT})
-    os.replace(tmp, path)
+    with io.atomic_output(path, overwrite=True) as temp:
+        save_file(tensors, str(temp), metadata={"format": CACHE_FORMAT})
 
 
 def _write_json(path: Path, obj: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    with io.atomic_output(path, overwrite=True) as temp:
+        temp.write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def open_latent_cache(directory: str | Path) -> LatentCache:

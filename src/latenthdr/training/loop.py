@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from latenthdr import io
 from latenthdr.errors import InputError, LatentHDRError
-from latenthdr.training.rundir import (Checkpointer, JsonlLogger, json_default, remove_dead_temporaries,
-                                        save_atomic)
+from latenthdr.training.rundir import Checkpointer, JsonlLogger, json_default, save_atomic
 
 BEST_FILE = "best.pt"  # RUN_DIR/best.pt: the EMA weights of the best validation so far (``train(best=...)``)
 
@@ -291,7 +291,8 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
     ema = EMA(acc.unwrap_model(model), config.ema_half_life_steps, config.ema_rampup_ratio)
     checkpointer = Checkpointer(run_dir / "checkpoints", config.keep_checkpoints)
     if acc.is_main_process:
-        remove_dead_temporaries(run_dir, checkpointer.directory)  # of a run killed while saving
+        for folder in (run_dir, checkpointer.directory):  # what a run killed while saving left
+            io.recover_outputs(folder)
     state = _State()
     if resume:
         _restore(checkpointer.load(), config, acc.unwrap_model(model), optimizer, ema, step_fn, state)

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from latenthdr.errors import InputError, OutputExistsError
+from latenthdr import io
 from latenthdr.io import json_default
 
 CHECKPOINT_GLOB = "step-*.pt"
@@ -81,39 +82,13 @@ def _first_line(exc: Exception) -> str:
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
-    """torch.save ``state`` to ``path`` through a temporary ``.NAME.tmpPID`` and ``os.replace`` (never
-    half-written). The temporary is deleted on an error; one left by a killed process, by the next run
-    (:func:`remove_dead_temporaries`)."""
+    """torch.save ``state`` to ``path`` through a temporary beside it and a rename (``io.atomic_output``: never
+    half-written; the temporary is deleted on an error, and one left by a killed process by the next run)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with io.atomic_output(path, overwrite=True) as temp:
+        torch.save(state, temp)
     return path
-
-
-def remove_dead_temporaries(*folders: str | Path) -> None:
-    """Delete the :func:`save_atomic` temporaries in ``folders`` whose process no longer runs; those of a live
-    process stay."""
-    for folder in folders:
-        for tmp in Path(folder).glob(".*.tmp*"):
-            pid = tmp.name.rpartition(".tmp")[2]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 class JsonlLogger:
