@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/interrupts.py --moments 10 --json docs/results/interrupts.json
 
 For each command a reference run first writes the new set (and, for convert and bracket, an old set that the
-interrupted runs replace with --overwrite). Then, at ``--moments`` random moments of a run (uniform over 5-100% of
+interrupted runs replace with --overwrite). Then, at ``--moments`` random moments of a run (uniform over 5-120% of
 the reference run's wall time, seeded), the command is started again and sent SIGKILL, and again SIGTERM. After
 each signal the outputs are classified: "old" (every file of the old set, byte for byte), "new" (every file of the
 new set, byte for byte; JSON sidecars compared without their timings), or "mixed" (anything else: a failure). For
@@ -135,7 +135,7 @@ def run_cases(scenario: dict, base: Path, rng: random.Random, moments: int) -> d
         old = snapshot(prepared)
     cases = []
     for i in range(moments):
-        at = rng.uniform(0.05, 1.0) * seconds
+        at = rng.uniform(0.05, 1.2) * seconds
         for sig in (signal.SIGKILL, signal.SIGTERM):
             out = base / f"case-{i}-{sig.name}"
             shutil.copytree(base / "old", out) if old is not None else out.mkdir()

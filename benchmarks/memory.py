@@ -72,7 +72,7 @@ def measure(photo: Path, codec: str, folder: Path) -> dict:
     stdout, stderr = process.stdout.read(), process.stderr.read()
     width, height = io.image_size(photo)
     row = {"codec": codec, "width": width, "height": height, "seconds": round(seconds, 2),
-           "peak_rss_gb": round(usage.ru_maxrss / 2**20, 3), "exit_status": os.waitstatus_to_exitcode(status)}
+           "peak_rss_gb": round(usage.ru_maxrss * 1024 / 1e9, 3), "exit_status": os.waitstatus_to_exitcode(status)}
     if row["exit_status"] == 0:
         report = json.loads(stdout)
         row["timings_s"] = {k: round(v, 2) for k, v in report["timings_s"].items() if isinstance(v, float)}

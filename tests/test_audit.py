@@ -72,6 +72,9 @@ CASES = [
     _case("output bracket exists, no --overwrite", "bracket {w}/scene.exr -o {w}/bracket", "exists"),
     _case("output parent missing", "bracket {w}/scene.exr -o {w}/no/such/b", "--output"),
     _case("output folder cannot be created", "bracket {w}/scene.exr -o /proc/latenthdr-b", "--output"),
+    _case("input is a broken symbolic link", "bracket {w}/dangling.exr -o {w}/b", "IN"),
+    _case("input is a symbolic link loop", "bracket {w}/loop.exr -o {w}/b", "IN"),
+    _case("input name too long for the file system", "bracket {w}/" + "x" * 300 + ".exr -o {w}/b", "IN"),
     # merge
     _case("folder without bracket.json", "merge {w}/userdir -o {w}/m.exr", "IN"),
     _case("bracket.json not JSON", "merge {w}/bad-json -o {w}/m.exr", "IN"),
@@ -207,6 +210,8 @@ def build_workspace(w: Path) -> None:
     (w / "random.png").write_bytes(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
     (w / "huge.png").write_bytes(_png_header_only(30000, 30000))
     (w / "notes.txt").write_text("my notes\n")
+    (w / "dangling.exr").symlink_to(w / "gone.exr")
+    (w / "loop.exr").symlink_to(w / "loop.exr")
     (w / "hdrs").mkdir()
     shutil.copy(w / "scene.exr", w / "hdrs" / "scene.exr")
     (w / "userdir").mkdir()
@@ -250,9 +255,10 @@ def snapshot(folder: Path) -> dict[str, tuple]:
     """Every path under ``folder`` with its bytes' hash and mtime: any change, addition or removal shows."""
     out = {}
     for path in sorted(folder.rglob("*")):
-        stat = path.stat()
-        out[str(path.relative_to(folder))] = (path.is_dir(), stat.st_mtime_ns,
-                                              None if path.is_dir() else zlib.crc32(path.read_bytes()))
+        stat = path.lstat()
+        plain = path.is_file() and not path.is_symlink()
+        out[str(path.relative_to(folder))] = (stat.st_mode, stat.st_mtime_ns,
+                                              zlib.crc32(path.read_bytes()) if plain else None)
     return out
 
 

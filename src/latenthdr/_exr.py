@@ -64,11 +64,15 @@ def assemble(part, index: int, n_parts: int, choice, path: Path, argument: str):
         rgb = np.stack([plane["R"], plane["G"], plane["B"]], axis=-1)
     elif conversion == "luminance-chroma":
         try:
-            weights = luminance_weights(header.get("chromaticities") or REC709_CHROMATICITIES)
+            with np.errstate(all="ignore"):
+                weights = luminance_weights(header.get("chromaticities") or REC709_CHROMATICITIES)
         except (ZeroDivisionError, TypeError, ValueError, np.linalg.LinAlgError):  # TypeError: an unknown type
+            weights = (np.nan,)
+        if not np.all(np.isfinite(weights)):
             raise InputError(argument, f"{path}: degenerate chromaticities {_jsonable(header['chromaticities'])}; "
-                                       f"accepted: CIE xy primaries and white with y > 0") from None
-        rgb = luminance_chroma_to_rgb(plane["Y"], plane["RY"], plane["BY"], weights)
+                                       f"accepted: CIE xy primaries and white with y > 0")
+        with np.errstate(all="ignore"):  # a damaged file may overflow to inf: read_hdr refuses non-finite values
+            rgb = luminance_chroma_to_rgb(plane["Y"], plane["RY"], plane["BY"], weights)
     else:
         rgb = np.repeat(plane["Y"][..., None], 3, axis=-1)
     out = {str(key): _jsonable(value) for key, value in header.items()}
@@ -95,8 +99,9 @@ def _full_plane(channel, x0: int, y0: int, height: int, width: int, path: Path, 
         return values
     r0, r1, wr = _linear_taps(at_y, height)
     c0, c1, wc = _linear_taps(at_x, width)
-    values = values[r0] * (1 - wr)[:, None] + values[r1] * wr[:, None]
-    return values[:, c0] * (1 - wc) + values[:, c1] * wc
+    with np.errstate(all="ignore"):  # samples near float32's limit overflow to inf: read_hdr refuses those
+        values = values[r0] * (1 - wr)[:, None] + values[r1] * wr[:, None]
+        return values[:, c0] * (1 - wc) + values[:, c1] * wc
 
 
 def _linear_taps(sample_at: np.ndarray, n: int):
@@ -128,10 +133,12 @@ def luminance_chroma_to_rgb(Y, RY, BY, weights) -> np.ndarray:
 
 def _jsonable(value):
     """An EXR attribute value as json-friendly data (enums and channels by name)."""
+    if isinstance(value, float) and not np.isfinite(value):  # JSON has no NaN/Inf: as text, e.g. "nan"
+        return str(value)
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
     if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
+        return _jsonable(value.tolist())
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):

@@ -41,7 +41,7 @@ from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 __all__ = ["HdrImage", "LdrImage", "read_image", "read_hdr", "read_ldr", "exr_metadata", "check_output",
            "atomic_output", "output_set", "recover_outputs", "temporary_name", "is_temporary", "write_exr", "check_bracket_dir", "write_bracket_dir", "read_bracket_dir", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
-           "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "MAX_PIXELS", "image_size", "REC709_CHROMATICITIES", "METADATA_PREFIX",
+           "HDR_EXTENSIONS", "LDR_EXTENSIONS", "HALF_MAX", "MAX_PIXELS", "image_size", "check_image_size", "REC709_CHROMATICITIES", "METADATA_PREFIX",
            "JSON_PREFIX", "READ_INFO_KEY"]
 
 HDR_EXTENSIONS: tuple[str, ...] = (".exr", ".hdr", ".pic")
@@ -117,7 +117,7 @@ def read_hdr(path, argument: str = "input") -> HdrImage:
     layer first), and ``header[READ_INFO_KEY]`` says which. Pixels are the data window.
     """
     p = _check_input_file(path, HDR_EXTENSIONS, argument)
-    _check_pixel_count(p, argument)
+    check_image_size(p, argument)
     if p.suffix.lower() == ".exr":
         pixels, header = _read_exr(p, argument)
     else:
@@ -134,7 +134,7 @@ def read_hdr(path, argument: str = "input") -> HdrImage:
 def read_ldr(path, argument: str = "input") -> LdrImage:
     """Read an 8- or 16-bit PNG, JPEG or TIFF as display-encoded float32 [H, W, 3] in [0, 1]."""
     p = _check_input_file(path, LDR_EXTENSIONS, argument)
-    _check_pixel_count(p, argument)
+    check_image_size(p, argument)
     with _cv2_quiet() as cv2:
         try:
             image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # UNCHANGED: keeps 16 bits, no EXIF rotation
@@ -209,11 +209,13 @@ def image_size(path) -> tuple[int, int] | None:
         return None
 
 
-def _check_pixel_count(path: Path, argument: str) -> None:
+def check_image_size(path, argument: str = "input") -> tuple[int, int] | None:
+    """(width, height) from the header (``image_size``), or InputError if the image has more than ``MAX_PIXELS``."""
     size = image_size(path)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise InputError(argument, f"{path}: {size[0]}x{size[1]} pixels ({size[0] * size[1] / 1e6:.0f} megapixels); "
                                    f"accepted: at most {MAX_PIXELS / 1e6:.0f} megapixels")
+    return size
 
 
 def _what_it_is(path: Path) -> str:

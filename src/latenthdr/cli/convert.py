@@ -121,7 +121,7 @@ def run_convert(args) -> int:
         io.check_output(path, args.overwrite, "--output")
         if path.resolve() == Path(args.input).resolve():
             raise InputError("--output", f"{path} would replace the input IN; choose another output name")
-    size = io.image_size(args.input)
+    size = io.check_image_size(args.input, "IN")
     t0 = time.perf_counter()
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
     load_s = time.perf_counter() - t0

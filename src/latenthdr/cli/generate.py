@@ -211,7 +211,8 @@ def read_prompts(path: str) -> list[dict]:
         lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         entries = [_text_entry(line) for line in lines]
     if not entries:
-        raise InputError("--prompts", f"{p}: no prompts")
+        raise InputError("--prompts", f"{p}: no prompts; accepted: a JSON list of at least one prompt, or text with "
+                                      "at least one line that is not blank or a # comment")
     return entries
 
 

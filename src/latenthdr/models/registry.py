@@ -65,7 +65,8 @@ def shipped_file(name: str) -> Path:
     """Path of a shipped weight file after checking its size and sha256 against the manifest."""
     entry = manifest().get(name)
     if entry is None:
-        raise InputError("weights", f"{name!r} is not shipped; shipped: {', '.join(manifest()) or 'none'}")
+        raise InputError("weights", f"{name!r} is not shipped; accepted: the shipped files "
+                                    f"({', '.join(manifest()) or 'none'})")
     path = WEIGHTS_DIR / name
     if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
         raise LatentHDRError(f"{path}: missing or corrupted (sha256 differs from weights/manifest.json); "

@@ -154,7 +154,7 @@ def load_panoramas(folder: str | Path, argument: str = "data") -> dict[str, torc
     """Every HDR panorama of ``folder`` in memory: name -> [3, H, W] float32 linear."""
     from latenthdr import io
 
-    return {p.name: data._load_panorama(io, p) for p in data.list_hdr_files(folder, argument)}
+    return {p.name: data._load_panorama(p) for p in data.list_hdr_files(folder, argument)}
 
 
 def trivial_fraction(y: torch.Tensor) -> torch.Tensor:
