@@ -65,11 +65,13 @@ def stale_companions(paths: dict[str, Path]) -> tuple[Path, ...]:
 def write_output_set(paths: dict[str, Path], hdr, sheet, report: dict, *, half: bool, panorama: bool,
                      metadata: dict, overwrite: bool, inputs: tuple = (), started: float | None = None) -> None:
     """Write the EXR, its previews (when ``paths`` has them: the tone-mapped preview and ``sheet``) and the JSON
-    sidecar ``report`` as one output set (``io.output_set``): all of them or none, the sidecar last. The write time
+    sidecar ``report`` as one output set (``io.output_set``): all of them or none, the sidecar last. The EXR's metadata
+    also gets the package version and ``report["models"]`` (files and their sha256). The write time
     (and the total since ``started``, a perf_counter value) go into ``report["timings_s"]``."""
-    from latenthdr import io, tonemap
+    from latenthdr import __version__, io, tonemap
 
     t0 = time.perf_counter()
+    metadata = {**metadata, "version": __version__, "models": report.get("models", {})}
     with io.output_set(paths, overwrite=overwrite, argument="--output", inputs=inputs,
                        remove=stale_companions(paths) if overwrite else ()) as temps:
         io.write_exr(temps["exr"], io.to_numpy(hdr), half=half, panorama=panorama, metadata=metadata, overwrite=True)
@@ -145,7 +147,7 @@ def run_convert(args) -> int:
     report["timings_s"] = {"load_models": load_s, **out.timings}
     write_output_set(paths, hdr, sheet, report, half=args.half, panorama=out.panorama, overwrite=args.overwrite,
                      inputs=(args.input,), started=started,
-                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
+                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "input": args.input,
                                "merge": merge_name(blend), "head": models["head"] or "",
                                "scale": "relative: 1.0 = the input's clipping level"})
     print_json(report)
