@@ -241,3 +241,30 @@ def test_convert_gives_the_same_bytes_on_every_run(shape, tmp_path, capsys):
         sidecar.pop("timings_s")
         outputs.append((files, sidecar))
     assert len(outputs[0][0]) == 3 and all(o == outputs[0] for o in outputs[1:])
+
+
+def test_selftest_passes_here_and_fails_with_a_tampered_weight(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from latenthdr.models import registry
+
+    code = main(["selftest"])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert out.split() == ["weights", "pass", "convert", "pass", "generate", "pass"]
+    weights = tmp_path / "weights"
+    shutil.copytree(registry.WEIGHTS_DIR, weights)
+    head = weights / "latenthdr-tiny-v1-head.safetensors"
+    raw = bytearray(head.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    head.write_bytes(bytes(raw))
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(registry, "MANIFEST", weights / "manifest.json")
+    try:
+        code = main(["selftest"])
+        out, err = capsys.readouterr()
+    finally:
+        registry.shipped_file.cache_clear()
+    lines = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert code == 1 and lines["weights"].startswith("FAIL") and "latenthdr-tiny-v1-head.safetensors" in lines["weights"]
+    assert lines["convert"].startswith("FAIL") and "stages failed (weights, convert, generate)" in err

@@ -78,7 +78,7 @@ def _model_command_modules() -> tuple:
     import importlib
 
     modules = []
-    for name in ("demo", "convert", "train", "bench", "generate"):
+    for name in ("demo", "convert", "train", "bench", "generate", "selftest"):
         try:
             modules.append(importlib.import_module(f"latenthdr.cli.{name}"))
         except ModuleNotFoundError as err:  # a command module not built yet, never a missing dependency
