@@ -382,10 +382,8 @@ def test_prompt_reader_refuses_what_is_no_file(work):
 # ------------------------------------------------------------------------------------ model weights
 
 
-MODEL_KINDS = {"head": ("latenthdr.models.head", "HeadConfig", "ExposureHead", "load_head"),
-               "codec": ("latenthdr.models.tinycodec", "TinyCodecConfig", "TinyAutoencoder", "load_model"),
-               "prior": ("latenthdr.models.prior", "PriorConfig", "PriorUNet", "load_prior")}
-MAX_FUZZED_PARAMETERS = 2_000_000  # a corrupt config may ask for a huge model: not built here (see load_model_clearly)
+MODEL_KINDS = {"head": ("latenthdr.models.head", "load_head"), "codec": ("latenthdr.models.tinycodec", "load_model"),
+               "prior": ("latenthdr.models.prior", "load_prior")}
 
 
 @pytest.fixture(scope="module")
@@ -405,67 +403,16 @@ def weight_seeds(tmp_path_factory) -> SeedMap:
 
 
 def load_model_clearly(kind: str, path: Path):
-    """read_clearly for a model loader (head.load_head, tinycodec.load_model, prior.load_prior), minus gaps
-    that only an edit of those loaders can close (reported; remove each exception here once it is closed):
-    - a config value of the right JSON type but out of range raises InputError naming the config field
-      ("HeadConfig.widths") or "head config", but not the file;
-    - tensors that do not match the config raise torch's RuntimeError from load_state_dict;
-    - tinycodec.load_model's "space ... does not match its config" says nothing of what is accepted;
-    - a config value its class does not check (PriorConfig.fourier_frequencies: None or -1) breaks the model's
-      construction with torch's TypeError/RuntimeError;
-    - the model is built before its tensors are compared with the file's, so a corrupt config that asks for a
-      huge model allocates it (GBs, seconds).
-    The last two are found by building the model on the meta device first; such files are not loaded here.
-    """
+    """read_clearly for a model loader (head.load_head, tinycodec.load_model, prior.load_prior): a model, or an
+    InputError naming the loader's argument (``kind``) and the file, whatever the file's config asks for (a config
+    that asks for a huge model is refused against the file's tensors before anything is allocated)."""
     import importlib
 
-    module_name, config_name, model_name, loader_name = MODEL_KINDS[kind]
-    module = importlib.import_module(module_name)
-    config_cls, model_cls, load = (getattr(module, n) for n in (config_name, model_name, loader_name))
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            config = config_cls.from_dict(json.loads(f.metadata()["config"]))
-    except Exception:  # an unreadable file or config: the loader must say so itself
-        config = None
-    if config is not None and _largest_number(dataclasses.asdict(config)) > 1024:
-        return "huge"  # even on the meta device, blocks_per_level = 10**6 builds a million modules
-    if config is not None:
-        try:
-            with torch.device("meta"):
-                parameters = sum(p.numel() for p in model_cls(config).parameters())
-        except Exception:
-            return "model construction fails"
-        if parameters > MAX_FUZZED_PARAMETERS:
-            return "huge"
-
-    def call():
-        try:
-            return load(path)
-        except RuntimeError as error:
-            if "Error(s) in loading state_dict" not in str(error):
-                raise
-            return "state_dict mismatch"
-        except InputError as error:
-            if error.argument == f"{kind} config" or error.argument.startswith(f"{config_name}."):
-                return "config out of range"
-            if "does not match its config" in error.message:
-                return "space mismatch"
-            raise
-
-    result = read_clearly(call, kind, path, quiet=False)  # torch may warn on its own
-    assert isinstance(result, (str, LatentHDRError, torch.nn.Module)), result
+    module_name, loader_name = MODEL_KINDS[kind]
+    load = getattr(importlib.import_module(module_name), loader_name)
+    result = read_clearly(lambda: load(path), kind, path, quiet=False)  # torch may warn on its own
+    assert isinstance(result, (LatentHDRError, torch.nn.Module)), result
     return result
-
-
-def _largest_number(value) -> int:
-    """The largest integer (or list length) anywhere in a config's values."""
-    if isinstance(value, (list, tuple)):
-        return max([len(value), *map(_largest_number, value)])
-    if isinstance(value, dict):
-        return max([0, *map(_largest_number, value.values())])
-    return abs(value) if isinstance(value, int) else 0
 
 
 def _safetensors_header_end(data: bytes) -> int:
@@ -507,6 +454,70 @@ def test_weights_reader_with_a_fuzzed_config(work, weight_seeds, kind, config, f
     path = work / f"config-{kind}.safetensors"
     save_file(tensors, str(path), metadata={**metadata, "config": text})
     load_model_clearly(kind, path)
+
+
+def _rewritten(work: Path, weight_seeds, kind: str, config=None, tensors=None, metadata=None) -> Path:
+    """The seed file of ``kind`` with config fields, tensors (name -> tensor, None: drop) or metadata changed."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = work / f"seed-{kind}.safetensors"
+    source.write_bytes(weight_seeds[kind])
+    with safe_open(str(source), framework="pt") as f:
+        stored, state = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for name, tensor in (tensors or {}).items():
+        if tensor is None:
+            del state[name]
+        else:
+            state[name] = tensor
+    stored = {**stored, "config": json.dumps({**json.loads(stored["config"]), **(config or {})}), **(metadata or {})}
+    path = work / f"changed-{kind}.safetensors"
+    save_file(state, str(path), metadata=stored)
+    return path
+
+
+DAMAGED_FILES = [  # (kind, config fields, tensors, metadata, what the message says)
+    ("head", {"widths": [8, 16, 30]}, None, None, "HeadConfig.widths: expected positive integers"),
+    ("head", {"norm_groups": 0}, None, None, "HeadConfig.norm_groups"),
+    ("codec", {"encoder_widths": [8, 8]}, None, None, "TinyCodecConfig.encoder_widths"),
+    ("prior", {"extra": 1}, None, None, "prior config: unknown keys ['extra']; accepted"),
+    ("prior", {"fourier_frequencies": None}, None, None, "PriorConfig.fourier_frequencies: expected an integer >= 0"),
+    ("prior", {"fourier_frequencies": -1}, None, None, "PriorConfig.fourier_frequencies: expected an integer >= 0"),
+    ("head", {"latent_channels": 5_600_000}, None, None, "misshaped conv_in.weight is [8, 4, 3, 3] (expected "
+                                                          "[8, 5600000, 3, 3])"),
+    ("head", {"blocks_per_level": 10**6}, None, None, "describes a model of more tensors than the file's"),
+    ("prior", {"blocks_per_level": 10**6}, None, None, "more tensors than the file's"),
+    ("codec", {"decoder_blocks": [10**6, 1, 0]}, None, None, "more tensors than the file's"),
+    ("prior", {"widths": [8, 2**70]}, None, None, "cannot build the prior"),
+    ("codec", {"latent_channels": 2**62}, None, None, "cannot build the codec"),
+    ("head", None, {"conv_out.bias": None}, None, "missing conv_out.bias"),
+    ("codec", None, {"surplus": torch.zeros(2)}, None, "unexpected surplus"),
+    ("prior", None, {"null_text": torch.zeros(3)}, None, "misshaped null_text is [3] (expected [384])"),
+    ("head", None, {"conv_out.bias": torch.zeros(4, dtype=torch.int32)}, None,
+     "not floating point conv_out.bias is I32"),
+    ("codec", None, None, {"space": "latenthdr-other"}, "space metadata 'latenthdr-other' does not match its config's "
+                                                        "space 'latenthdr-test'; accepted"),
+    ("head", None, None, {"space": "other"}, "does not match its config's space 'fuzz'; accepted"),
+]
+
+
+@pytest.mark.parametrize("kind, config, tensors, metadata, message", DAMAGED_FILES)
+def test_damaged_weights_are_one_clear_error(work, weight_seeds, kind, config, tensors, metadata, message):
+    """Each known way a model file can be damaged: one InputError naming the loader's argument and the file, with
+    no model built for a config that asks for a huge one (within SLOW_S, without gigabytes)."""
+    import resource
+
+    path = _rewritten(work, weight_seeds, kind, config, tensors, metadata)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = load_model_clearly(kind, path)
+    assert isinstance(error, InputError) and str(path) in error.message and message in error.message, error
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kib < 200_000  # kiB: no huge model was built
+
+
+def test_an_undamaged_weights_file_loads_as_saved(work, weight_seeds):
+    for kind in MODEL_KINDS:
+        model = load_model_clearly(kind, _rewritten(work, weight_seeds, kind))
+        assert isinstance(model, torch.nn.Module) and not model.training
 
 
 @contextlib.contextmanager

@@ -32,7 +32,6 @@ is tied to one latent space (``HeadConfig.space``, the codec's ``space``) and re
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -44,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
-from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
-                                            save_model_file)
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, load_model_file,  # noqa: F401
+                                            read_model_metadata, save_model_file)
 
 HEAD_FORMAT = "latenthdr-head-v1"
 UNSEEN_CHANNELS = 2  # clipped and black fractions (exposure.unseen_fractions)
@@ -206,7 +205,10 @@ class EVEmbedding(nn.Module):
     def __init__(self, config: HeadConfig):
         super().__init__()
         self.ev_min, self.ev_max = config.ev_min, config.ev_max
-        self.register_buffer("octaves", 2.0 ** torch.arange(config.fourier_frequencies), persistent=False)
+        # on the CPU even inside a meta-device build (weights_file checks a file's shapes that way): arange on the
+        # meta device goes through torch's decompositions, whose first use imports torch._dynamo (1 s of start-up)
+        octaves = 2.0 ** torch.arange(config.fourier_frequencies, device="cpu")
+        self.register_buffer("octaves", octaves, persistent=False)
         n_features = 2 + 2 * config.fourier_frequencies
         d = config.ev_embed_dim
         self.mlp = nn.Sequential(nn.Linear(n_features, d), nn.SiLU(), nn.Linear(d, d), nn.SiLU())
@@ -379,15 +381,8 @@ def load_head(path: str | os.PathLike, expected_space: str | None = None, device
     """Load a head saved by :func:`save_head` (float32, eval mode), strictly.
 
     expected_space: the codec's latent-space id; a head trained for another space is refused with InputError
-    (its latents would be meaningless to the codec).
+    (its latents would be meaningless to the codec). A damaged file is one InputError naming "head" and the file.
     """
-    from safetensors.torch import load_file
-
-    metadata = read_head_metadata(path)
-    config = HeadConfig.from_dict(json.loads(metadata["config"]))
-    if expected_space is not None and config.space != expected_space:
-        raise InputError("head", f"head trained for latent space {config.space!r} cannot read latents of codec "
-                                 f"{expected_space!r}; use a head trained for {expected_space!r}")
-    head = ExposureHead(config)
-    head.load_state_dict(load_file(str(path)), strict=True)
+    head = load_model_file(path, HeadConfig, ExposureHead, format=HEAD_FORMAT, argument="head", what="exposure head",
+                           expected_space=expected_space)
     return head.to(device).eval()

@@ -30,7 +30,6 @@ Weights: safetensors (float16 or float32) with metadata {"format": "latenthdr-pr
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -43,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from latenthdr.errors import InputError
-from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
-                                            save_model_file)
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, load_model_file,  # noqa: F401
+                                            read_model_metadata, save_model_file)
 from latenthdr.models.head import Conv, EVEmbedding, FiLMBlock, Norm
 
 PRIOR_FORMAT = "latenthdr-prior-v1"
@@ -87,6 +86,10 @@ class PriorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"PriorConfig.{name}", f"expected a positive integer, got {value!r}")
+        if isinstance(self.fourier_frequencies, bool) or not isinstance(self.fourier_frequencies, int) \
+                or self.fourier_frequencies < 0:
+            raise InputError("PriorConfig.fourier_frequencies", f"expected an integer >= 0, "
+                                                                f"got {self.fourier_frequencies!r}")
         if not self.widths or any(not isinstance(w, int) or w < 1 or w % self.norm_groups for w in self.widths):
             raise InputError("PriorConfig.widths", f"expected positive integers divisible by norm_groups="
                                                    f"{self.norm_groups}, got {self.widths!r}")
@@ -396,16 +399,10 @@ def read_prior_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def load_prior(path: str | os.PathLike, expected_space: str | None = None, device="cpu") -> PriorUNet:
-    """Load a :func:`save_prior` file strictly, in float32 and eval mode; refuse one of another latent space."""
-    from safetensors.torch import load_file
-
-    metadata = read_prior_metadata(path)
-    config = PriorConfig.from_dict(json.loads(metadata["config"]))
-    if expected_space is not None and config.space != expected_space:
-        raise InputError("prior", f"{path}: prior trained for latent space {config.space!r}; the codec is "
-                                  f"{expected_space!r}")
-    model = PriorUNet(config)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=True)
+    """Load a :func:`save_prior` file strictly, in float32 and eval mode; refuse one of another latent space.
+    A damaged file is one InputError naming "prior" and the file."""
+    model = load_model_file(path, PriorConfig, PriorUNet, format=PRIOR_FORMAT, argument="prior", what="prior",
+                            expected_space=expected_space)
     return model.to(device).eval()
 
 

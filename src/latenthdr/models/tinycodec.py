@@ -41,8 +41,8 @@ from torch import nn
 
 from latenthdr.errors import InputError
 from latenthdr.models.codecs import LatentCodec
-from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, read_model_metadata,  # noqa: F401
-                                            save_model_file)
+from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, load_model_file,  # noqa: F401
+                                            read_model_metadata, save_model_file)
 
 CODEC_FORMAT = "latenthdr-tinycodec-v1"
 DOWNSCALE = 8  # three 2x levels: 1/2, 1/4, 1/8
@@ -306,17 +306,9 @@ def read_codec_config(path: str | os.PathLike) -> TinyCodecConfig:
 
 
 def load_model(path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32) -> TinyAutoencoder:
-    """Load a :func:`save_codec` file strictly, cast to ``dtype`` (float32 for CPU work), in eval mode."""
-    from safetensors.torch import load_file
-
-    metadata = read_codec_metadata(path)
-    config = read_codec_config(path)
-    if metadata.get("space") != config.space:
-        raise InputError("codec", f"{path}: space {metadata.get('space')!r} does not match its config "
-                                  f"({config.space!r})")
-    model = TinyAutoencoder(config)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    model.load_state_dict(state, strict=True)
+    """Load a :func:`save_codec` file strictly, cast to ``dtype`` (float32 for CPU work), in eval mode.
+    A damaged file is one InputError naming "codec" and the file."""
+    model = load_model_file(path, TinyCodecConfig, TinyAutoencoder, format=CODEC_FORMAT, argument="codec", what="codec")
     return model.to(device=device, dtype=dtype).eval()
 
 
