@@ -172,6 +172,10 @@ CASES = [
     _case("--data missing", "train head --codec embedded --data {w}/nope --val {w}/userdir --out {w}/run", "--data"),
     _case("--data holds no HDR panoramas", "train head --codec embedded --data {w}/userdir --val {w}/userdir "
           "--out {w}/run", "--data"),
+    _case("--data holds a corrupt HDR", "train head --codec embedded --data {w}/bad-hdrs --val {w}/hdrs --out {w}/run "
+          "--no-progress", "--data"),
+    _case("--data holds a truncated EXR whose name is not UTF-8", "train head --codec embedded --data {w}/odd-names "
+          "--val {w}/hdrs --out {w}/run --no-progress", "--data"),
     _case("--threads 100000", "train head --codec embedded --data {w}/hdrs --val {w}/hdrs --out {w}/run "
           "--threads 100000", "--threads"),
     _case("--out is a file", "train head --codec embedded --data {w}/hdrs --val {w}/hdrs --out {w}/notes.txt",
@@ -214,6 +218,11 @@ def build_workspace(w: Path) -> None:
     (w / "loop.exr").symlink_to(w / "loop.exr")
     (w / "hdrs").mkdir()
     shutil.copy(w / "scene.exr", w / "hdrs" / "scene.exr")
+    (w / "bad-hdrs").mkdir()
+    shutil.copy(w / "scene.exr", w / "bad-hdrs" / "scene.exr")
+    (w / "bad-hdrs" / "broken.hdr").write_text("garbage")
+    (w / "odd-names").mkdir()
+    shutil.copy(w / "truncated.exr", os.fsdecode(os.fsencode(str(w / "odd-names")) + b"/caf\xe9.exr"))
     (w / "userdir").mkdir()
     (w / "userdir" / "thesis.tex").write_text("months of work\n")
     io.write_exr(w / "existing.exr", scene)

@@ -137,7 +137,7 @@ def read_ldr(path, argument: str = "input") -> LdrImage:
     check_image_size(p, argument)
     with _cv2_quiet() as cv2:
         try:
-            image = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # UNCHANGED: keeps 16 bits, no EXIF rotation
+            image = _cv2_decode(cv2, p)  # UNCHANGED: keeps 16 bits, no EXIF rotation
         except cv2.error:
             image = None
     if image is None or (p.suffix.lower() in (".jpg", ".jpeg") and _jpeg_truncated(p)):
@@ -187,8 +187,8 @@ def image_size(path) -> tuple[int, int] | None:
         if p.suffix.lower() == ".exr":
             import OpenEXR
 
-            with _library_output_captured():
-                parts = OpenEXR.File(str(p), header_only=True).parts
+            with _library_output_captured(), open(p, "rb") as stream:
+                parts = OpenEXR.File(stream, header_only=True).parts
             sizes = [part.header["dataWindow"] for part in parts]
             return max(int(hi[0] - lo[0] + 1) for lo, hi in sizes), max(int(hi[1] - lo[1] + 1) for lo, hi in sizes)
         if p.suffix.lower() in (".hdr", ".pic"):
@@ -269,6 +269,11 @@ def _cv2_quiet():
         cv2.utils.logging.setLogLevel(level)
 
 
+def _cv2_decode(cv2, path: Path):
+    """OpenCV's decode of a file's bytes (read by Python: cv2.imread crashes on a path that is not UTF-8)."""
+    return cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 def _read_exr(path: Path, argument: str) -> tuple[np.ndarray, dict]:
     import OpenEXR
 
@@ -279,7 +284,8 @@ def _read_exr(path: Path, argument: str) -> tuple[np.ndarray, dict]:
     error = None
     with _library_output_captured() as messages:
         try:
-            parts = list(OpenEXR.File(str(path), separate_channels=True).parts)
+            with open(path, "rb") as stream:  # a stream: the bindings take no path that is not UTF-8
+                parts = list(OpenEXR.File(stream, separate_channels=True).parts)
         except Exception as exc:  # the bindings raise RuntimeError/ValueError on corrupt files
             parts, error = [], exc
     if not parts:
@@ -306,7 +312,7 @@ def _read_radiance(path: Path, argument: str) -> tuple[np.ndarray, dict]:
                                    f"32-bit_rle_rgbe (convert with Radiance ra_xyze -r)")
     with _cv2_quiet() as cv2:
         try:
-            bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            bgr = _cv2_decode(cv2, path)
         except cv2.error:
             bgr = None
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
@@ -649,7 +655,8 @@ def write_exr(path, rgb, *, half: bool = False, metadata: Mapping[str, object] |
     pixels = pixels.astype(np.float16) if half else pixels
     with atomic_output(path, overwrite, extensions=(".exr",)) as temp:
         try:
-            OpenEXR.File(header, {"RGB": pixels}).write(str(temp))
+            with open(temp, "wb") as stream:
+                OpenEXR.File(header, {"RGB": pixels}).write(stream)
         except RuntimeError as error:  # the bindings report I/O failures (a full disk) as RuntimeError
             raise write_failed(Path(path), str(error).rsplit(". ", 1)[-1].rstrip(".")) from None
     return Path(path)
@@ -659,9 +666,18 @@ def write_hdr(path, rgb, *, overwrite: bool = False) -> Path:
     """Write linear RGB [H, W, 3] (finite, >= 0) as Radiance RGBE (.hdr/.pic, ~1% precision)."""
     pixels = _check_linear_rgb(rgb, "rgb")
     with atomic_output(path, overwrite, extensions=(".hdr", ".pic")) as temp, _cv2_quiet() as cv2:
-        if not cv2.imwrite(str(temp), np.ascontiguousarray(pixels[..., ::-1])):  # RGB -> BGR
-            raise write_failed(Path(path), "OpenCV could not write the Radiance file")
+        _cv2_encode(cv2, temp, ".hdr", pixels, Path(path))
     return Path(path)
+
+
+def _cv2_encode(cv2, temp: Path, extension: str, rgb: np.ndarray, final: Path) -> None:
+    """Encode RGB [H, W, 3] with OpenCV (as BGR) and write the bytes to ``temp`` from Python (any path, and a full
+    disk is an OSError that ``atomic_output`` reports)."""
+    ok, encoded = cv2.imencode(extension, np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise write_failed(final, f"OpenCV could not encode the {extension} file")
+    with open(temp, "wb") as stream:
+        stream.write(encoded.tobytes())
 
 
 def write_png(path, display, *, overwrite: bool = False) -> Path:
@@ -678,8 +694,7 @@ def write_png(path, display, *, overwrite: bool = False) -> Path:
     elif codes.dtype != np.uint8:
         raise InputError("display", f"dtype {codes.dtype}; accepted: float in [0, 1] or uint8")
     with atomic_output(path, overwrite, extensions=(".png",)) as temp, _cv2_quiet() as cv2:
-        if not cv2.imwrite(str(temp), np.ascontiguousarray(codes[..., ::-1])):  # RGB -> BGR
-            raise write_failed(Path(path), "OpenCV could not write the PNG file")
+        _cv2_encode(cv2, temp, ".png", codes, Path(path))
     return Path(path)
 
 

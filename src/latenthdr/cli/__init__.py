@@ -164,8 +164,9 @@ def _catch_termination() -> dict:
 def _fail(command: str, message: str, code: int) -> int:
     """Report one line on stderr (if there is one) and return the exit code."""
     if sys.stderr is not None:
-        try:
-            print(f"latenthdr {command}: error: {message}", file=sys.stderr)
+        try:  # a path that is not UTF-8 (surrogate escapes) is shown with backslash escapes
+            line = f"latenthdr {command}: error: {message}".encode("utf-8", "backslashreplace").decode("utf-8")
+            print(line, file=sys.stderr)
         except OSError:
             pass
     return code

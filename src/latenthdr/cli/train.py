@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import math
 import shlex
+import shutil
 import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 from latenthdr.cli._common import add_overwrite, check_int, max_threads, print_json
-from latenthdr.errors import InputError, OutputExistsError
+from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 
 def register(sub) -> None:
@@ -105,7 +106,7 @@ def run_head(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    with warnings_on_one_line():
+    with training_job(run_dir):
         result = train_head(options, run_dir, resume=args.resume, overwrite=args.overwrite,
                             progress=not args.no_progress, command=command)
     keys = ("latent_mse", "identity_mse", "identity_over_head", "merged_pu21_psnr", "oracle_pu21_psnr",
@@ -257,7 +258,7 @@ def run_codec(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    with warnings_on_one_line():
+    with training_job(run_dir):
         result = train_codec(options, run_dir, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, command=command)
     keys = ("psnr", "psnr_informative", "psnr_informative_per_ev")
@@ -348,14 +349,22 @@ def _register_prior(models) -> None:
 
 
 @contextlib.contextmanager
-def warnings_on_one_line():
-    """Show the warnings of a training job (a damaged checkpoint skipped on --resume) as one stderr line each."""
+def training_job(run_dir: Path):
+    """Around a training job: its warnings (a damaged checkpoint skipped on --resume) as one stderr line each, and a
+    RUN_DIR that this job created removed again when bad input stops it before its first checkpoint (so a rerun
+    after the fix needs no --overwrite). An interrupted job keeps its folder: its latent cache is reused."""
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"latenthdr train: warning: {message}", file=sys.stderr)
 
+    created = not run_dir.exists()
     with warnings.catch_warnings():
         warnings.showwarning = show
-        yield
+        try:
+            yield
+        except LatentHDRError:
+            if created and run_dir.is_dir() and not any(run_dir.rglob("step-*.pt")):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -53,7 +53,7 @@ def register(models) -> None:
 
 
 def run_prior(args) -> int:
-    from latenthdr.cli.train import _check_run_dir, _int_at_least, warnings_on_one_line
+    from latenthdr.cli.train import _check_run_dir, _int_at_least, training_job
 
     check_int("--threads", args.threads, 1, max_threads())
     options = prior_options(args)
@@ -70,7 +70,7 @@ def run_prior(args) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    with warnings_on_one_line():
+    with training_job(run_dir):
         result = train_prior(options, run_dir, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, command=command)
     print_json({"run_dir": str(result.run_dir), "prior": str(result.prior_path),
