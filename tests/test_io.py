@@ -486,3 +486,18 @@ def test_replacing_a_bracket_deletes_only_its_own_stale_frames(tmp_path, rng):
     assert (d / "thesis.tex").read_text() == "mine"
     assert not (d / io.bracket_frame_name(2, 1.0)).exists()
     assert sorted(p.name for p in d.glob("frame_*")) == [io.bracket_frame_name(0, -1.0), io.bracket_frame_name(1, 0.0)]
+
+
+def test_names_that_are_not_utf8_read_and_write(tmp_path):
+    folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")  # a Latin-1 name, as os.listdir returns it
+    os.mkdir(folder)
+    rgb = np.random.default_rng(1).uniform(0, 4, (6, 10, 3)).astype(np.float32)
+    for name, write, read in ((b"a.exr", io.write_exr, io.read_hdr), (b"a.hdr", io.write_hdr, io.read_hdr),
+                              (b"a.png", lambda p, x: io.write_png(p, np.clip(x / 4, 0, 1)), io.read_ldr)):
+        path = os.path.join(folder, os.fsdecode(b"\xe9t\xe9-" + name))
+        write(path, rgb)
+        assert io.image_size(path) == (10, 6)
+        pixels = read(path).pixels
+        assert pixels.shape == (6, 10, 3)
+        if name == b"a.exr":
+            np.testing.assert_array_equal(pixels, rgb)
