@@ -273,7 +273,7 @@ def _outputs_to_write(items: list[Item], args) -> list[Item]:
 
     if args.prompts is not None and not args.dry_run:
         _make_folder(Path(args.output))
-    if items:
+    if items and not args.dry_run:  # a dry run changes nothing, not even what killed runs left
         io.recover_outputs(items[0].exr.parent)
     todo = []
     for item in items:
