@@ -200,11 +200,14 @@ def image_size(path) -> tuple[int, int] | None:
             return (second, first) if match[2] == "Y" else (first, second)
         from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = None  # we apply our own limit; Pillow's warning would only repeat it
-        with warnings.catch_warnings():  # Pillow warns on damaged TIFF tags; the full reader reports damage
-            warnings.simplefilter("ignore")
-            with Image.open(p) as image:
-                return image.size
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we apply our own limit (restored below)
+        try:
+            with warnings.catch_warnings():  # Pillow warns on damaged TIFF tags; the full reader reports damage
+                warnings.simplefilter("ignore")
+                with Image.open(p) as image:
+                    return image.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
     except Exception:  # any header the libraries cannot read: the full reader reports it
         return None
 
@@ -421,7 +424,8 @@ def atomic_output(path, overwrite: bool = False, argument: str = "output",
                   extensions: tuple[str, ...] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` with the same suffix; on success rename it over
     ``path`` (os.replace), on any exception delete it and leave ``path`` untouched."""
-    recover_outputs(Path(path).parent)
+    if not is_temporary(Path(path).name):  # a file of an output set: output_set already cleaned its folder
+        recover_outputs(Path(path).parent)
     final = check_output(path, overwrite, argument, extensions)
     temp = temporary_name(final)
     try:

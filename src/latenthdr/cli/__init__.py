@@ -60,7 +60,7 @@ def _record_flags(parser: argparse.ArgumentParser) -> None:
 
 # Library parameter names that reach the command line as another name (InputError.argument -> what the user typed).
 ARGUMENT_NAMES = {"image": "IN", "H": "IN", "pixels": "IN", "frames": "IN", "mask": "--ldr",
-                  "exposure_times_s": "--times", "clipped_fraction": "--clip-fraction", "prompt": "prompt",
+                  "exposure_times_s": "--times", "clipped_fraction": "--clip-fraction",
                   "pred": "PRED", "ref": "REF"}
 
 

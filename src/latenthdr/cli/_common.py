@@ -85,11 +85,16 @@ def available_memory() -> int | None:
     return available
 
 
+def check_max_memory(max_memory: float | None) -> None:
+    """InputError unless --max-memory is absent or a finite number of GB >= 0."""
+    if max_memory is not None and not (max_memory >= 0 and max_memory < float("inf")):
+        raise InputError("--max-memory", f"got {max_memory!r}; accepted: a number of GB >= 0 (0: do not check)")
+
+
 def check_memory(estimate: int | None, max_memory: float | None, what: str, advice: str) -> None:
     """InputError naming --max-memory when ``estimate`` (bytes) exceeds it (GB) or, by default, the memory
     available now; ``what`` describes the job and ``advice`` what to change."""
-    if max_memory is not None and not (max_memory >= 0 and max_memory < float("inf")):
-        raise InputError("--max-memory", f"got {max_memory!r}; accepted: a number of GB >= 0 (0: do not check)")
+    check_max_memory(max_memory)
     if estimate is None or max_memory == 0:
         return
     limit = available_memory() if max_memory is None else max_memory * 1e9

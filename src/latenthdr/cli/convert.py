@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from latenthdr.cli._common import add_max_memory, add_overwrite, check_memory, print_json
+from latenthdr.cli._common import add_max_memory, add_overwrite, check_max_memory, check_memory, print_json
 from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
@@ -116,7 +116,7 @@ def run_convert(args) -> int:
         raise InputError("--decoded-only", "cannot be combined with --blend, --highlight-shrink or --rim-bound "
                                            "(options of the input-preserving merge)")
     blend = not args.decoded_only
-    check_memory(None, args.max_memory, "", "")  # the flag's own range, before any work
+    check_max_memory(args.max_memory)  # before any work
     paths = output_paths(args.output, not args.no_previews)
     io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
     for path in paths.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latenthdr.cli._common import add_max_memory, add_overwrite, check_memory, print_json
+from latenthdr.cli._common import add_max_memory, add_overwrite, check_max_memory, check_memory, print_json
 from latenthdr.cli.convert import BRACKET_SHEET
 
 OUTPUTS = ("input.png", "truth.exr", "hdr.exr", "hdr.preview.png", "hdr.bracket.png", "hdr.json")  # sidecar last
@@ -50,7 +50,7 @@ def run_demo(args) -> int:
     if out.is_dir():
         for path in paths.values():
             io.check_output(path, args.overwrite, "--output")
-    check_memory(None, args.max_memory, "", "")
+    check_max_memory(args.max_memory)
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head)
     check_memory(pipe.memory_estimate(args.width // 2, args.width, len(evs)), args.max_memory,
                  f"the demo at {args.width}x{args.width // 2} with {len(evs)} EVs", "give a smaller --width")
