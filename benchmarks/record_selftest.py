@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/record_selftest.py
 
-Run it whenever a shipped weight file changes (and say so in the commit); it writes src/latenthdr/data/selftest.json.
+Run it whenever a shipped weight file, or what the convert stage measures, changes (and say so in the commit); it writes src/latenthdr/data/selftest.json.
 """
 
 from __future__ import annotations

@@ -193,6 +193,11 @@ MIN_CALIBRATION_PIXELS = 64  # fewer jointly well-exposed pixels than this: the 
 CALIBRATION_PIXELS = 1 << 16  # gains are medians over a regular subsample of about this many pixels
 
 
+def calibration_stride(count: int) -> int:
+    """The step of the regular subsample that ``calibration_gains`` takes its medians on, for ``count`` pixels."""
+    return max(1, math.isqrt(count // CALIBRATION_PIXELS))
+
+
 def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98, mask=None) -> list[float]:
     """Per-frame gain g_e that makes predicted frame e agree with the input on the radiance they both see.
 
@@ -200,16 +205,22 @@ def calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98, mask
     (low, high)), Y the Rec.709 luminance of the radiance estimates R_in = decode(image), R_e = decode(y_e) / 2^e.
     A frame with fewer than MIN_CALIBRATION_PIXELS such pixels takes the gain of the nearest calibrated frame in
     EV (1 if none is). The medians run on a regular subsample of about CALIBRATION_PIXELS pixels (of ``mask``,
-    [H, W] bool, when given: the pixels the frames were decoded at).
+    [H, W] bool, when given: the pixels the frames were decoded at), every ``calibration_stride`` pixels.
     image: [3, H, W]; y: [K, 3, H, W]; both display-encoded in [0, 1].
     """
     count = image.shape[-2] * image.shape[-1] if mask is None else int(mask.sum())
-    stride = max(1, math.isqrt(count // CALIBRATION_PIXELS))
-    image, y = image[..., ::stride, ::stride], y[..., ::stride, ::stride]  # a median needs no full resolution
+    s = calibration_stride(count)
+    return sampled_calibration_gains(image[..., ::s, ::s], y[..., ::s, ::s], evs, curve, low, high,
+                                     None if mask is None else mask[::s, ::s])
+
+
+def sampled_calibration_gains(image, y, evs, curve="gamma2.2", low=0.02, high=0.98, mask=None) -> list[float]:
+    """``calibration_gains`` on its subsample as given: image [3, h, w], y [K, 3, h, w], mask [h, w] bool or None
+    (the pixels whose frames were decoded; the others' values are not read)."""
     r_in = response.luminance(response.decode(image.double(), curve), channel_axis=-3)
     seen_in = ((image > low) & (image < high)).all(dim=-3)
     if mask is not None:
-        seen_in &= mask[::stride, ::stride]
+        seen_in &= mask
     gains: list[float | None] = []
     for k, e in enumerate(evs):
         y_e = y[k].double()
@@ -302,11 +313,16 @@ def input_merge_reads(image: torch.Tensor, evs: Sequence[float], knee_low: float
     """
     half_code = 0.5 / CODE_VALUES_8BIT
     needed = (image >= 1.0 - half_code).any(dim=-3)
-    frames = [k for k, e in enumerate(evs) if max_ev is None or e <= max_ev]
     if knee_low > 0:
         needed |= (image < low + knee_low).any(dim=-3)
-        frames = list(range(len(evs)))
-    return needed, frames
+    return needed, merged_frames(evs, knee_low, max_ev)
+
+
+def merged_frames(evs: Sequence[float], knee_low: float = 0.0, max_ev: float | None = SELECTIVE_MAX_EV) -> list[int]:
+    """Indices of the frames ``merge_with_input`` merges: those up to ``max_ev``, or every frame with a dark knee."""
+    if knee_low > 0 or max_ev is None:
+        return list(range(len(evs)))
+    return [k for k, e in enumerate(evs) if e <= max_ev]
 
 
 def check_highlight_options(highlight_shrink: float = 1.0, rim_bound: float | None = None) -> None:
@@ -322,6 +338,17 @@ def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bo
                           decoded=None) -> MergeResult:
     """``merge_with_input`` for one image [3, H, W] and its frames [K, 3, H, W] (sums in float32)."""
     gains = calibration_gains(image, y, evs, curve, low, high, mask=decoded)
+    rim = None if rim_bound is None else rim_bound * rim_excess_bound(image, curve, panorama)
+    return merge_region_with_input(image, y, evs, gains, curve, low, high, knees, shrink, rim, decoded)
+
+
+def merge_region_with_input(image, y, evs, gains, curve="gamma2.2", low=0.02, high=0.98, knees=(0.0, 0.1),
+                            shrink=1.0, rim=None, decoded=None) -> MergeResult:
+    """Steps 2-4 of ``merge_with_input`` on one image or a region of it, its frames calibrated by ``gains`` (from
+    the whole image: ``calibration_gains``). Every step is per pixel, so regions merged apart give the whole
+    image's result. image [3, H, W], y [K, 3, H, W]; knees (knee_low, knee_high); shrink: highlight_shrink;
+    rim: [H, W] the cap on the predicted excess in stops (rim_bound x ``rim_excess_bound``) or None; decoded: [H, W]
+    bool or None (everywhere)."""
     shifted = [e - math.log2(g) for e, g in zip(evs, gains)]
     pred = _merge_frames(y, shifted, curve, low, high, torch.float32)
     half_code = 0.5 / CODE_VALUES_8BIT
@@ -329,8 +356,8 @@ def _merge_one_with_input(image, y, evs, curve, low, high, knees, shrink, rim_bo
     c = float(response.decode(torch.tensor(1.0 - half_code, dtype=torch.float64), curve))
     if shrink < 1.0:
         pred_hdr = torch.where(pred_hdr > c, c * (pred_hdr / c) ** shrink, pred_hdr)
-    if rim_bound is not None:
-        cap = c * torch.exp2(rim_bound * rim_excess_bound(image, curve, panorama)).to(pred_hdr)  # [H, W]
+    if rim is not None:
+        cap = c * torch.exp2(rim).to(pred_hdr)  # [H, W]
         peak = pred_hdr.amax(dim=0).clamp_min(1e-12)  # the brightest channel: the one that clipped; hue kept
         pred_hdr = pred_hdr * (cap / peak).clamp(max=1.0)[None]
     image = image.float()

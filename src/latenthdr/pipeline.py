@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from latenthdr import exposure, merge
+from latenthdr import exposure, merge, response
 from latenthdr import panorama as equirect
 from latenthdr.errors import InputError
 
@@ -29,21 +29,23 @@ class LatentHDROutput:
     """What one pipeline call returns.
 
     hdr: [B, 3, H, W] float32 linear radiance, 1.0 = the EV-0 frame's clipping level.
-    brackets: [B, K, 3, H, W] float32 display-encoded (``curve``) decoded frames in [0, 1].
-    evs: the K exposure values (stops). z0: [B, C, h, w] scene latent. z: [B, K, C, h, w] bracket latents.
+    brackets: [B, K, 3, H, W] float32 display-encoded (``curve``) decoded frames in [0, 1]; None when the decoding
+    was selective (image-to-HDR by default: only tiles of the frames the merge reads were decoded; call with
+    ``selective=False`` for whole frames, or decode ``z`` with :meth:`LatentHDRPipeline.decode`).
+    evs: the K exposure values (stops) of the ladder. z0: [B, C, h, w] scene latent. z: [B, K', C, h, w] bracket
+    latents at the EVs ``z_evs``: every EV of the ladder, except with selective decoding, where the head predicts
+    only the frames the merge reads (``LatentHDRPipeline.merged_frames``: up to EV 0 by default).
     plow / phigh: per-image fractions of pixels that needed the merge's dark / bright fallback.
     timings: wall seconds per stage (encode or text_encoding + diffusion, head, decode, merge).
     diffusion_runs: scene-source runs behind the output (0 for image-to-HDR, 1 for text-to-HDR, K multi-pass).
     seam_shift_px: columns by which ``brackets`` and ``hdr`` are rolled left against ``codec.decode(z)``: half a
     latent cell for generated panoramas (``LatentHDRPipeline.seam_shift_px``), 0 otherwise.
     decoded: [B, H, W] bool, the pixels the merge read the frames at, when the decoding was selective
-    (:meth:`LatentHDRPipeline.decode_selective`): ``brackets`` then holds 1.0 in the frames the merge did not read,
-    and elsewhere 1.0 or, where whole frames were cheaper than windows, their decoded values; None: every frame
-    decoded whole.
+    (:meth:`LatentHDRPipeline.decode_and_merge`); None: every frame decoded whole.
     """
 
     hdr: torch.Tensor
-    brackets: torch.Tensor
+    brackets: torch.Tensor | None
     evs: tuple[float, ...]
     z0: torch.Tensor
     z: torch.Tensor
@@ -54,6 +56,11 @@ class LatentHDROutput:
     diffusion_runs: int = 0
     seam_shift_px: int = 0
     decoded: torch.Tensor | None = None
+    z_evs: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        if self.z_evs is None:
+            self.z_evs = tuple(self.evs)
 
 
 class LatentHDRPipeline:
@@ -125,8 +132,9 @@ class LatentHDRPipeline:
         panorama: "auto" (2:1 aspect), True or False. blend: True (the default, our best) keeps the input where
         it is well exposed and lets the predicted frames speak only where it clips or is black
         (``merge.merge_with_input``); False is the paper's merge of the decoded frames alone (METHOD.md Eq. 9).
-        selective: with ``blend``, decode only what that merge reads (:meth:`decode_selective`), where the codec
-        decodes in windows; False, or a codec that cannot: every frame whole."""
+        selective: with ``blend``, predict only the frames that merge reads and decode only the tiles it reads,
+        merged tile by tile (:meth:`decode_and_merge`: no whole bracket in memory, ``brackets`` None), where the
+        codec decodes in windows; False, or a codec that cannot: every frame predicted and decoded whole."""
         if (image is None) == (prompt is None):
             raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
         if prompt is not None:
@@ -137,18 +145,21 @@ class LatentHDRPipeline:
         timings: dict[str, float] = {}
         with _timed(timings, "encode"):
             z0 = self.encode(image, is_pano)
+        streamed = blend and selective and self.codec.tail_radius is not None
+        frames = self.merged_frames(evs) if streamed else list(range(len(evs)))
+        z_evs = tuple(evs[k] for k in frames)
         with _timed(timings, "head"):
-            z = self.expose(z0, evs, is_pano, self.head_inputs(z0, is_pano, image))
-        decoded = None
+            z = self.expose(z0, z_evs, is_pano, self.head_inputs(z0, is_pano, image))
+        if streamed:
+            hdr, decoded, plow, phigh = self.decode_and_merge(z, z_evs, is_pano, image, timings)
+            return LatentHDROutput(hdr, None, evs, z0, z, plow, phigh, is_pano, timings, decoded=decoded,
+                                   z_evs=z_evs)
         with _timed(timings, "decode"):
-            if blend and selective and self.codec.tail_radius is not None:
-                y, decoded = self.decode_selective(z, evs, is_pano, image)
-            else:
-                y = self.decode(z, is_pano, image.shape[-2:])
+            y = self.decode(z, is_pano, image.shape[-2:])
         with _timed(timings, "merge"):
-            result = self.merge(y, evs, image if blend else None, is_pano, decoded)
+            result = self.merge(y, evs, image if blend else None, is_pano)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
-                               is_pano, timings, decoded=decoded)
+                               is_pano, timings, z_evs=evs)
 
     @torch.inference_mode()
     def generate(
@@ -294,41 +305,96 @@ class LatentHDRPipeline:
         y = decode_bracket(self.codec, z, chunk_size=self.decode_chunk_size, panorama=is_pano)
         return y[..., : size[0], : size[1]].clamp(0, 1)
 
-    def decode_selective(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool,
-                         image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode only what the input-preserving merge reads: (y [B, K, 3, H, W], decoded [B, H, W] bool).
+    def merged_frames(self, evs: Sequence[float]) -> list[int]:
+        """Indices of the frames the input-preserving merge reads (``merge.merged_frames``: up to EV 0 by
+        default); with selective decoding the head predicts only these."""
+        return merge.merged_frames(evs, self.merge_options.get("knee_low", 0.0), self.merge_options.get("max_ev"))
 
-        Per image, ``merge.input_merge_reads`` names the pixels (those with a clipped channel) and the frames (EV
-        up to ``merge.SELECTIVE_MAX_EV``); the tiles of ``decode_tile`` cells under those pixels, and a regular
-        sample of about one tile in ``CALIBRATION_TILE_EVERY`` for the calibration gains, are decoded in windows
-        with the codec's exact margin (``codecs.decode_cells``), or, where those windows, margins included, would
-        hold more cells than the whole frame, those frames are decoded whole (the merge reads the same pixels either
-        way). Every other pixel and frame holds 1.0, which the merge neither weights nor calibrates on; ``decoded``
-        tells it where the frames speak."""
-        from latenthdr.models.codecs import decode_cells, tile_runs, window_cells
+    def decode_and_merge(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool, image: torch.Tensor,
+                         timings: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
+        """Selective decoding streamed into the input-preserving merge: (hdr [B, 3, H, W], decoded [B, H, W] bool,
+        plow, phigh), with no whole bracket in memory.
 
-        d, (height, width) = self.codec.downscale, image.shape[-2:]
-        margin = self.codec.tail_radius if self.decode_margin is None else self.decode_margin
-        frames_out, masks = [], []
+        z: [B, K, C, h, w], the frames the merge reads (EVs ``evs``, :meth:`merged_frames`). Per image, the
+        ``decode_tile`` tiles of :meth:`selective_plan` (the pixels with a clipped channel, and about one tile in
+        ``CALIBRATION_TILE_EVERY`` for the calibration gains) are decoded in windows with the codec's exact margin
+        (``codecs.WindowDecoder``), at most ``WINDOW_CELLS`` cells at a time, and kept as tiles; where the windows,
+        margins included, would hold more cells than the frame, the frame is decoded in bands of whole rows
+        instead (the same tiles are kept). The gains come from the same subsample of those tiles as
+        ``merge.calibration_gains`` takes, and each tile is merged apart (``merge.merge_region_with_input``: every
+        step is per pixel). Every other pixel is the linearised input, as the merge leaves it. So the HDR is the
+        merge of whole decoded frames (up to float rounding in the windows), and memory holds the wanted tiles of
+        the merged frames, not the bracket. plow / phigh: the fractions of each image's pixels whose predicted
+        radiance needed the merge's dark / bright fallback. Adds "decode" and "merge" seconds to ``timings``."""
+        timings = {} if timings is None else timings
+        hdrs, masks, plows, phighs = [], [], [], []
         for z_b, image_b in zip(z, image):
-            cells, frames = self.selective_plan(image_b, evs, is_pano)
-            out = torch.ones(len(evs), 3, *(n * d for n in cells.shape))
-            h, w = cells.shape
-            windows = tile_runs(cells, self.decode_tile)
-            decoded = _wanted_tiles(cells, self.decode_tile)  # the merge reads these, whatever the windows cover
-            if frames and window_cells(windows, margin, h, w, is_pano) < h * w:
-                part = out[frames]
-                decode_cells(self.codec, z_b[frames], cells, part, panorama=is_pano, tile=self.decode_tile,
-                             margin=self.decode_margin, chunk_size=self.decode_chunk_size)
-                out[frames] = part
-            elif frames:  # the windows would cost more than whole frames: those frames whole, the same merge
-                out[frames] = self.codec.decode(z_b[frames], chunk_size=self.decode_chunk_size, panorama=is_pano)
-            frames_out.append(out[..., :height, :width])
-            masks.append(decoded.repeat_interleave(d, 0).repeat_interleave(d, 1)[:height, :width])
-        return torch.stack(frames_out).to(z.device), torch.stack(masks).to(z.device)
+            with _timed(timings, "decode"):
+                tiles, decoded = self._decode_tiles(z_b, evs, is_pano, image_b)
+            with _timed(timings, "merge"):
+                hdr, plow, phigh = self._merge_tiles(tiles, decoded, evs, is_pano, image_b)
+            hdrs.append(hdr), masks.append(decoded), plows.append(plow), phighs.append(phigh)
+        return torch.stack(hdrs).to(z.device), torch.stack(masks).to(z.device), plows, phighs
+
+    def _decode_tiles(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool,
+                      image: torch.Tensor) -> tuple[dict, torch.Tensor]:
+        """One image's wanted tiles: ({(row, col) of the tile: [K, 3, th, tw] display frames}, decoded [H, W])."""
+        from latenthdr.models.codecs import WindowDecoder, tile_runs, window_cells
+
+        d, tile, (height, width) = self.codec.downscale, self.decode_tile, image.shape[-2:]
+        margin = self.codec.tail_radius if self.decode_margin is None else self.decode_margin
+        cells, _ = self.selective_plan(image, evs, is_pano)
+        h, w = cells.shape
+        wanted = F.max_pool2d(cells[None, None].float(), tile, ceil_mode=True)[0, 0] > 0  # [tile rows, tile cols]
+        windows = tile_runs(cells, tile)
+        if window_cells(windows, margin, h, w, is_pano) >= h * w:  # whole rows of tiles cost less
+            rows = wanted.any(dim=1).nonzero().flatten().tolist()
+            windows = [(r * tile, min((r + 1) * tile, h), 0, w) for r in rows]
+        decoder = WindowDecoder(self.codec, z, panorama=is_pano, margin=self.decode_margin)
+        tiles: dict[tuple[int, int], torch.Tensor] = {}
+        for r0, r1, c0, c1 in _bounded_windows(_merge_rows(windows), tile, WINDOW_CELLS):
+            patch = torch.cat([decoder.decode(list(range(k, min(k + self.decode_chunk_size, len(evs)))), r0, r1, c0, c1)
+                               for k in range(0, len(evs), self.decode_chunk_size)])
+            for i in range(r0 // tile, -(-r1 // tile)):
+                for j in range(c0 // tile, -(-c1 // tile)):
+                    if wanted[i, j] and (i, j) not in tiles:
+                        y0, x0 = (i * tile - r0) * d, (j * tile - c0) * d
+                        th, tw = min(tile * d, height - i * tile * d), min(tile * d, width - j * tile * d)
+                        tiles[i, j] = patch[..., y0:y0 + th, x0:x0 + tw].clone()
+        decoded = wanted.repeat_interleave(tile * d, 0).repeat_interleave(tile * d, 1)[:height, :width]
+        return tiles, decoded
+
+    def _merge_tiles(self, tiles: dict, decoded: torch.Tensor, evs: Sequence[float], is_pano: bool,
+                     image: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """One image's HDR [3, H, W] from its decoded tiles (:meth:`_decode_tiles`), and its plow, phigh."""
+        size = self.decode_tile * self.codec.downscale
+        options = self.merge_options
+        stride = merge.calibration_stride(int(decoded.sum()))
+        sample = torch.ones(len(evs), 3, *image[0, ::stride, ::stride].shape)
+        for (i, j), frames in tiles.items():
+            y0, x0 = i * size, j * size
+            a, b = -(-y0 // stride), -(-x0 // stride)  # the first sample row and column in the tile
+            part = frames[..., a * stride - y0::stride, b * stride - x0::stride]
+            sample[..., a:a + part.shape[-2], b:b + part.shape[-1]] = part
+        gains = merge.sampled_calibration_gains(image[..., ::stride, ::stride], sample, evs, self.curve,
+                                                mask=decoded[::stride, ::stride])
+        rim_bound = options.get("rim_bound")
+        rim = None if rim_bound is None else rim_bound * merge.rim_excess_bound(image, self.curve, is_pano)
+        knees = (options.get("knee_low", 0.0), options.get("knee_high", 0.1))
+        hdr = response.decode(image.float(), self.curve)  # what the merge keeps outside the decoded tiles
+        plow = phigh = 0.0
+        for (i, j), frames in tiles.items():
+            rows, cols = slice(i * size, i * size + frames.shape[-2]), slice(j * size, j * size + frames.shape[-1])
+            part = merge.merge_region_with_input(image[:, rows, cols], frames, evs, gains, self.curve,
+                                                 knees=knees, shrink=options.get("highlight_shrink", 1.0),
+                                                 rim=None if rim is None else rim[rows, cols])
+            hdr[:, rows, cols] = part.hdr
+            pixels = frames.shape[-2] * frames.shape[-1]
+            plow, phigh = plow + part.plow * pixels, phigh + part.phigh * pixels
+        return hdr, plow / decoded.numel(), phigh / decoded.numel()
 
     def selective_plan(self, image: torch.Tensor, evs: Sequence[float], is_pano: bool) -> tuple[torch.Tensor, list[int]]:
-        """What :meth:`decode_selective` decodes for one image [3, H, W]: (latent cells [h, w] bool, frame indices).
+        """What :meth:`decode_and_merge` decodes for one image [3, H, W]: (latent cells [h, w] bool, frame indices).
         The cells hold the pixels ``merge.input_merge_reads`` names and, every ``CALIBRATION_TILE_EVERY`` tiles,
         a calibration tile; whole tiles of ``decode_tile`` cells are decoded around them."""
         d = self.codec.downscale
@@ -343,7 +409,7 @@ class LatentHDRPipeline:
               panorama: bool = False, decoded: torch.Tensor | None = None) -> merge.MergeResult:
         """METHOD.md Eq. 9 over the decoded bracket, or the input-preserving variant when ``image`` is given
         (``merge_options``; ``panorama``: clipped regions wrap at +-180 degrees; ``decoded``: where the frames
-        were decoded, from :meth:`decode_selective`)."""
+        were decoded, from :meth:`decode_and_merge`)."""
         if image is None:
             return merge.merge_bracket(y, evs, curve=self.curve)
         if decoded is None and self.codec.tail_radius is not None:  # whole frames: the selective decode's pixels
@@ -353,7 +419,7 @@ class LatentHDRPipeline:
                                       **self.merge_options)
 
     def decoded_pixels(self, image: torch.Tensor, evs: Sequence[float], is_pano: bool) -> torch.Tensor:
-        """[H, W] bool: the pixels of one image [3, H, W] that the merge reads after :meth:`decode_selective`: the
+        """[H, W] bool: the pixels of one image [3, H, W] that the merge reads after :meth:`decode_and_merge`: the
         ``decode_tile`` tiles holding a cell of :meth:`selective_plan` (the windows that decode them may cover
         more, or the whole frame; the merge does not depend on how they are grouped)."""
         cells, _ = self.selective_plan(image, evs, is_pano)
@@ -479,6 +545,33 @@ def _pad_to_multiple(image: torch.Tensor, multiple: int, wrap: bool) -> torch.Te
 
 
 CALIBRATION_TILE_EVERY = 8  # selective decoding: one tile in this many is decoded for the calibration gains
+# Selective decoding runs the decoder's tail on at most this many latent cells at a time (times the frames of one
+# chunk): what bounds its memory, whatever the image size. 2^14 cells are 1 megapixel of the embedded codec's output.
+WINDOW_CELLS = 1 << 14
+
+
+def _merge_rows(windows: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Windows of whole rows (c0, c1 the full width) merged where one ends where the next starts: fewer margins."""
+    merged: list[list[int]] = []
+    for r0, r1, c0, c1 in windows:
+        if merged and merged[-1][1] == r0 and merged[-1][2:] == [c0, c1]:
+            merged[-1][1] = r1
+        else:
+            merged.append([r0, r1, c0, c1])
+    return [tuple(m) for m in merged]
+
+
+def _bounded_windows(windows, tile: int, max_cells: int) -> list[tuple[int, int, int, int]]:
+    """Each window cut at tile borders into pieces of at most ``max_cells`` cells (a piece is at least one tile),
+    bands of whole tile rows first, then runs of tiles within a row where one tile row is too wide."""
+    pieces = []
+    for r0, r1, c0, c1 in windows:
+        step = min(c1 - c0, max(tile, (max_cells // tile) // tile * tile))  # columns of a piece
+        rows = max(tile, (max_cells // step) // tile * tile)
+        for a in range(r0, r1, rows):
+            for b in range(c0, c1, step):
+                pieces.append((a, min(a + rows, r1), b, min(b + step, c1)))
+    return pieces
 
 
 def _wanted_tiles(cells: torch.Tensor, tile: int) -> torch.Tensor:
