@@ -340,3 +340,15 @@ def test_taef2_windows_match_the_whole_frame_despite_its_pools(taef2_codec, val_
     decoded = decode_cells(codec, z, cells, out, tile=8)
     mask = decoded.repeat_interleave(8, 0).repeat_interleave(8, 1)
     torch.testing.assert_close(out[:, :, mask], codec.decode(z)[:, :, mask], atol=2e-4, rtol=0)
+
+
+def test_taef2_encodes_in_bands_exactly_like_the_whole_image(taef2_codec, monkeypatch):
+    """TAEF2's encoder front (up to its GroupNorm pools) runs in bands of rows with its receptive radius as margin,
+    the pools on the whole latent grid: the same latents as one pass, bit for bit."""
+    from latenthdr.models import codecs
+
+    assert taef2_codec.encode_radius_px == 65
+    y = torch.rand(1, 3, 64, 128, generator=torch.Generator().manual_seed(8))
+    whole = taef2_codec.encode(y, panorama=True)
+    monkeypatch.setattr(codecs, "ENCODE_BAND_PIXELS", 128 * 16)
+    assert torch.equal(taef2_codec.encode(y, panorama=True), whole)

@@ -292,11 +292,14 @@ class LatentHDRPipeline:
                            clipped_level=clipped_level)
 
     def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool, inputs: dict | None = None) -> torch.Tensor:
-        """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``); ``inputs``:
+        """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``), or, for large
+        images, in passes of as many EVs as ``HEAD_CELLS`` allows, which bounds the head's activations; ``inputs``:
         what the head reads besides z0 (:meth:`head_inputs`)."""
+        chunk = max(1, HEAD_CELLS // max(1, z0.shape[0] * z0.shape[-2] * z0.shape[-1]))
+        evs = list(evs)
         with torch.autocast(z0.device.type, dtype=torch.bfloat16, enabled=self.head_bfloat16):
-            return self.head(z0, torch.tensor(evs, dtype=z0.dtype, device=z0.device), panorama=is_pano,
-                             **(inputs or {}))
+            return torch.cat([self.head(z0, torch.tensor(evs[i:i + chunk], dtype=z0.dtype, device=z0.device),
+                                        panorama=is_pano, **(inputs or {})) for i in range(0, len(evs), chunk)], dim=1)
 
     def decode(self, z: torch.Tensor, is_pano: bool, size) -> torch.Tensor:
         """z [B,K,C,h,w] -> y [B,K,3,H,W] display [0,1], decoded in chunks, cropped to the input size."""
@@ -544,6 +547,9 @@ def _pad_to_multiple(image: torch.Tensor, multiple: int, wrap: bool) -> torch.Te
     return image
 
 
+# The head runs on at most this many latent cells times EVs in one pass (a 512 x 256 panorama's 13 EVs are 27 k;
+# a 12-megapixel photo's one EV is 188 k): its U-Net activations, not the image, then set its memory.
+HEAD_CELLS = 1 << 18
 CALIBRATION_TILE_EVERY = 8  # selective decoding: one tile in this many is decoded for the calibration gains
 # Selective decoding runs the decoder's tail on at most this many latent cells at a time (times the frames of one
 # chunk): what bounds its memory, whatever the image size. 2^14 cells are 1 megapixel of the embedded codec's output.

@@ -37,6 +37,10 @@ from torch import nn
 from latenthdr.errors import InputError
 
 # (latent_channels, scaling_factor, shift_factor or None) -> latent-space id, for diffusers AutoencoderKL.
+# Images larger than this are encoded in bands of rows of about this many pixels (``LatentCodec.encode_radius_px``):
+# what bounds the encoder's activations (TAEF2 holds 64 float32 channels per full-resolution pixel).
+ENCODE_BAND_PIXELS = 1 << 20
+
 KNOWN_KL_SPACES = {
     (4, 0.18215, None): "sd",
     (4, 0.13025, None): "sdxl",
@@ -88,6 +92,21 @@ class LatentCodec(abc.ABC):
     def _encode_raw(self, y: torch.Tensor) -> torch.Tensor:
         """y [n, 3, H, W] display [0, 1], model dtype/device -> model-native latent [n, C, H/d, W/d]."""
 
+    def _encode_bands(self, x: torch.Tensor, band_pixels: int) -> torch.Tensor:
+        """The front over bands of whole rows of ``x`` [n, 3, H, W] (about ``band_pixels`` pixels each, margins
+        aside), concatenated at the latent grid: the same features as the front on the whole image, with memory
+        set by the band."""
+        d, (height, width) = self.downscale, x.shape[-2:]
+        margin = -(-self.encode_radius_px // d) * d
+        rows = max(d, band_pixels // width // d * d)
+        parts = []
+        for a in range(0, height, rows):
+            b = min(a + rows, height)
+            lo, hi = max(a - margin, 0), min(b + margin, height)
+            features = self._encode_front(x[..., lo:hi, :])
+            parts.append(features[..., (a - lo) // d:(b - lo) // d, :])
+        return torch.cat(parts, dim=-2)
+
     @abc.abstractmethod
     def _decode_raw(self, z_raw: torch.Tensor) -> torch.Tensor:
         """Model-native latent [n, C, h, w] -> display-encoded image [n, 3, h*d, w*d], about [0, 1], unclamped."""
@@ -97,6 +116,20 @@ class LatentCodec(abc.ABC):
     # on windows. ``tail_radius`` is the tail's receptive-field radius in latent cells (a window needs that much
     # latent context on each side to decode its core exactly); None: the model cannot be decoded in windows.
     tail_radius: int | None = None
+
+    # Banded encoding (``encode`` of large images): the encoder split into a *front* of local layers that runs on
+    # bands of whole rows, each widened by ``encode_radius_px`` pixels of context above and below (rounded up to
+    # whole latent cells, so every strided layer samples where the whole image's does), and a *back* that runs on
+    # the whole latent grid (TAEF2's GroupNorm pools). None: the encoder runs on whole images only.
+    encode_radius_px: int | None = None
+
+    def _encode_front(self, y: torch.Tensor) -> torch.Tensor:
+        """Image [n, 3, H, W] (model dtype) -> the back's input at the latent grid."""
+        return self._encode_raw(y)
+
+    def _encode_back(self, features: torch.Tensor) -> torch.Tensor:
+        """The front's output [n, F, h, w] -> model-native latent [n, C, h, w]."""
+        return features
 
     def _decode_stem(self, z_raw: torch.Tensor) -> torch.Tensor:
         """Model-native latent [n, C, h, w] -> the tail's input at the latent grid (model dtype)."""
@@ -133,7 +166,10 @@ class LatentCodec(abc.ABC):
         x = y.to(device=self.device, dtype=self.dtype)
         if p:
             x = F.pad(x, (p * self.downscale, p * self.downscale, 0, 0), mode="circular")
-        z_raw = self._encode_raw(x).float()
+        if self.encode_radius_px is not None and x.shape[-2] * x.shape[-1] > ENCODE_BAND_PIXELS:
+            z_raw = self._encode_back(self._encode_bands(x, ENCODE_BAND_PIXELS)).float()
+        else:
+            z_raw = self._encode_raw(x).float()
         if p:
             z_raw = z_raw[..., p:-p]
         return self.normalise(z_raw)
@@ -257,6 +293,24 @@ class TinyCodec(LatentCodec):
         return (self.module.decode(z_raw).sample + 1.0) / 2.0
 
     @property
+    def _encode_split(self) -> int:
+        """Index of the encoder's first layer with a global one (a GroupNorm pool) in it: where the front ends."""
+        layers = self.module.encoder.layers
+        return next((i for i, layer in enumerate(layers) if any(isinstance(m, nn.GroupNorm) for m in layers[i].modules())),
+                    len(layers))
+
+    @property
+    def encode_radius_px(self) -> int:
+        return math.ceil(encoder_stack_radius(self.module.encoder.layers[: self._encode_split]))
+
+    def _encode_front(self, y):
+        x = (y * 2.0 - 1.0).add(1).div(2)  # what encode() and EncoderTiny.forward do, to the same bits
+        return self.module.encoder.layers[: self._encode_split](x)
+
+    def _encode_back(self, features):
+        return self.module.encoder.layers[self._encode_split:](features)
+
+    @property
     def _split(self) -> int:
         """Index of the decoder's first upsampling layer: where the stem ends."""
         layers = self.module.decoder.layers
@@ -295,6 +349,20 @@ def conv_stack_radius(layers: nn.Module) -> float:
     return radius
 
 
+def encoder_stack_radius(layers: nn.Module) -> float:
+    """Receptive-field radius of a stack of local encoder layers, in input pixels: each k x k convolution adds
+    (k - 1) / 2 of its input's pixels, and its stride (or a pixel unshuffle) makes the next layers' pixels larger.
+    Walks submodules in registration order, their order of use in the TAESD blocks."""
+    radius, scale = 0.0, 1.0
+    for module in layers.modules():
+        if isinstance(module, nn.Conv2d):
+            radius += (module.kernel_size[0] - 1) / 2 * module.dilation[0] * scale
+            scale *= module.stride[0]
+        elif isinstance(module, nn.PixelUnshuffle):
+            scale *= module.downscale_factor
+    return radius
+
+
 class WindowDecoder:
     """Decodes windows of latent cells of N frames on demand, as the whole frames would decode there.
 
@@ -321,7 +389,8 @@ class WindowDecoder:
         d = self.codec.downscale
         rows, top = _window_index(r0, r1, self.margin, h, wrap=False)
         cols, left = _window_index(c0, c1, self.margin, w, wrap=self.panorama)
-        window = torch.stack([self._stem(k)[:, rows][:, :, cols] for k in frames])
+        rows = slice(int(rows[0]), int(rows[-1]) + 1)  # never wraps; a slice, not a gather
+        window = torch.stack([self._stem(k)[:, rows].index_select(-1, cols) for k in frames])
         y = self.codec._decode_tail(window).float().clamp(0.0, 1.0)
         return y[..., top * d:(top + r1 - r0) * d, left * d:(left + c1 - c0) * d].to(self.z.device)
 
@@ -366,17 +435,13 @@ def tile_runs(cells: torch.Tensor, tile: int) -> list[tuple[int, int, int, int]]
     """Windows (r0, r1, c0, c1) of cells covering every ``tile`` x ``tile`` tile that holds a wanted cell: the
     bounding box of each 8-connected group of such tiles, or, where that box would be more than twice the
     group's own tiles, each row of the group's tiles cut into runs of adjacent tiles."""
-    from scipy import ndimage
-
     h, w = cells.shape
     rows, cols = -(-h // tile), -(-w // tile)
     padded = torch.zeros(rows * tile, cols * tile, dtype=torch.bool)
     padded[:h, :w] = cells
-    wanted = padded.view(rows, tile, cols, tile).any(dim=3).any(dim=1).numpy()
-    labels, _ = ndimage.label(wanted, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    wanted = padded.view(rows, tile, cols, tile).any(dim=3).any(dim=1).tolist()
     windows = []
-    for index, box in enumerate(ndimage.find_objects(labels), start=1):
-        group = labels[box] == index
+    for box, group in tile_groups(wanted):
         if group.size <= 2 * group.sum():
             windows.append((box[0].start, box[0].stop, box[1].start, box[1].stop))
             continue
@@ -390,6 +455,39 @@ def tile_runs(cells: torch.Tensor, tile: int) -> list[tuple[int, int, int, int]]
                     windows.append((box[0].start + i, box[0].start + i + 1, box[1].start + start, box[1].start + j))
                 j += 1
     return [(r0 * tile, min(r1 * tile, h), c0 * tile, min(c1 * tile, w)) for r0, r1, c0, c1 in windows]
+
+
+def tile_groups(wanted: list[list[bool]]) -> list[tuple[tuple[slice, slice], "np.ndarray"]]:
+    """The 8-connected groups of True cells of a small grid (rows of bools), numbered as ``scipy.ndimage.label``
+    numbers them (raster order of each group's first cell): (bounding box (row slice, column slice), the group's
+    cells in its box as a bool array). A flood fill in Python: the grids are of tiles (tens to hundreds of cells),
+    and importing scipy.ndimage for them took a fifth of a second of every ``convert``."""
+    import numpy as np
+
+    n_rows, n_cols = len(wanted), len(wanted[0]) if wanted else 0
+    label = [[0] * n_cols for _ in range(n_rows)]
+    groups = []
+    for r in range(n_rows):
+        for c in range(n_cols):
+            if not wanted[r][c] or label[r][c]:
+                continue
+            index, members, stack = len(groups) + 1, [], [(r, c)]
+            label[r][c] = index
+            while stack:
+                i, j = stack.pop()
+                members.append((i, j))
+                for a in range(max(i - 1, 0), min(i + 2, n_rows)):
+                    for b in range(max(j - 1, 0), min(j + 2, n_cols)):
+                        if wanted[a][b] and not label[a][b]:
+                            label[a][b] = index
+                            stack.append((a, b))
+            r0, r1 = min(i for i, _ in members), max(i for i, _ in members) + 1
+            c0, c1 = min(j for _, j in members), max(j for _, j in members) + 1
+            group = np.zeros((r1 - r0, c1 - c0), dtype=bool)
+            for i, j in members:
+                group[i - r0, j - c0] = True
+            groups.append(((slice(r0, r1), slice(c0, c1)), group))
+    return groups
 
 
 def window_cells(windows, margin: int, h: int, w: int, panorama: bool = False) -> int:

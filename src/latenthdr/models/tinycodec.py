@@ -270,6 +270,7 @@ class EmbeddedCodec(LatentCodec):
         super().__init__(model.to(memory_format=torch.channels_last), config.space, config.latent_channels,
                          DOWNSCALE, wrap_columns(config))
         self.tail_radius = math.ceil(receptive_radius(config)[1])  # no global layer: the whole decoder tiles
+        self.encode_radius_px = receptive_radius(config)[0]  # nor in the encoder: the whole encoder runs in bands
 
     def _encode_raw(self, y):
         return self.module.encoder(y).contiguous()
