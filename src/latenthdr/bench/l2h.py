@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from latenthdr import exposure, merge, metrics, response
+from latenthdr import exposure, metrics, response
+from latenthdr.baselines import linearised, oracle as oracle_baseline
 
 
 
@@ -86,12 +87,12 @@ def clipped_energy(pred: torch.Tensor, ref: torch.Tensor, clipped: torch.Tensor)
 
 def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
     """Baseline with no expansion: the input's display curve inverted (clipped pixels stay at 1)."""
-    return response.decode(ldr, "gamma2.2")
+    return linearised.linearised_input(ldr, curve="gamma2.2")
 
 
 def oracle(case: Case, evs: Sequence[float]) -> torch.Tensor:
     """The ceiling: the true 8-bit bracket of the reference, merged with METHOD.md Eq. 9."""
-    return merge.merge_bracket(true_bracket(case, evs), evs).hdr
+    return oracle_baseline.oracle(case.ref, evs)
 
 
 def latent_errors(z: torch.Tensor, z0: torch.Tensor, targets: torch.Tensor) -> dict:
@@ -105,7 +106,7 @@ def latent_errors(z: torch.Tensor, z0: torch.Tensor, targets: torch.Tensor) -> d
 
 def true_bracket(case: Case, evs: Sequence[float]) -> torch.Tensor:
     """The reference's true 8-bit gamma-2.2 bracket [K,3,H,W]: what the oracle merges and the head's targets."""
-    return exposure.synthesize_bracket(case.ref, evs)
+    return oracle_baseline.true_bracket(case.ref, evs)
 
 
 def run(
