@@ -134,6 +134,36 @@ CASES = [
           "--highlight-shrink 0.5", "--decoded-only"),
     _case("a job larger than --max-memory", "convert {w}/photo.png -o {w}/c.exr --max-memory 0.01", "--max-memory"),
     _case("--max-memory nan", "convert {w}/photo.png -o {w}/c.exr --max-memory nan", "--max-memory"),
+    _case("--format png", "convert {w}/photo.png -o {w}/c.exr --format png", "--format"),
+    _case("--format hdr with an .exr output", "convert {w}/photo.png -o {w}/c.exr --format hdr", "--format"),
+    _case("--half with a Radiance output", "convert {w}/photo.png -o {w}/c.hdr --half", "--half"),
+    _case("--half with values beyond half", "convert {w}/photo.png -o {w}/c.exr --half --white-nits 1e6", "--half"),
+    _case("--layout unknown", "convert {w}/photo.png -o {w}/c.exr --layout maya", "--layout"),
+    _case("--layout on a perspective picture", "convert {w}/small.png -o {w}/c.exr --layout blender", "--layout"),
+    _case("--azimuth on a perspective picture", "convert {w}/small.png -o {w}/c.exr --azimuth 90", "--azimuth"),
+    _case("--azimuth not a number", "convert {w}/photo.png -o {w}/c.exr --azimuth east", "--azimuth"),
+    _case("--azimuth 1000", "convert {w}/photo.png -o {w}/c.exr --azimuth 1000", "--azimuth"),
+    _case("--azimuth nan", "convert {w}/photo.png -o {w}/c.exr --azimuth nan", "--azimuth"),
+    _case("--white-nits 0", "convert {w}/photo.png -o {w}/c.exr --white-nits 0", "--white-nits"),
+    _case("--white-nits negative", "convert {w}/photo.png -o {w}/c.exr --white-nits -100", "--white-nits"),
+    _case("--white-nits -1e3 (looks like a flag)", "convert {w}/photo.png -o {w}/c.exr --white-nits -1e3",
+          "--white-nits"),
+    _case("--white-nits nan", "convert {w}/photo.png -o {w}/c.exr --white-nits nan", "--white-nits"),
+    _case("--white-nits not a number", "convert {w}/photo.png -o {w}/c.exr --white-nits bright", "--white-nits"),
+    _case("--scale percentile 0", "convert {w}/photo.png -o {w}/c.exr --scale p0=16", "--scale"),
+    _case("--scale percentile above 100", "convert {w}/photo.png -o {w}/c.exr --scale p100.5=16", "--scale"),
+    _case("--scale value negative", "convert {w}/photo.png -o {w}/c.exr --scale p99=-1", "--scale"),
+    _case("--scale value nan", "convert {w}/photo.png -o {w}/c.exr --scale p99=nan", "--scale"),
+    _case("--scale without p", "convert {w}/photo.png -o {w}/c.exr --scale 99.5=16", "--scale"),
+    _case("--scale without a value", "convert {w}/photo.png -o {w}/c.exr --scale p99.5", "--scale"),
+    _case("--illuminance 0", "convert {w}/photo.png -o {w}/c.exr --illuminance 0", "--illuminance"),
+    _case("--illuminance nan", "convert {w}/photo.png -o {w}/c.exr --illuminance nan", "--illuminance"),
+    _case("--illuminance on a perspective picture", "convert {w}/small.png -o {w}/c.exr --illuminance 1000",
+          "--illuminance"),
+    _case("--white-nits with --scale", "convert {w}/photo.png -o {w}/c.exr --white-nits 100 --scale p99=16",
+          "--scale"),
+    _case("--white-nits with --illuminance", "convert {w}/photo.png -o {w}/c.exr --illuminance 1000 --white-nits 100",
+          "--illuminance"),
     # generate
     _case("no prompt and no --prompts", "generate -o {w}/g.exr", "prompt"),
     _case("a prompt and --prompts", "generate a-barn --prompts {w}/prompts.txt -o {w}/g", "prompt"),
@@ -162,6 +192,15 @@ CASES = [
     _case("--multipass with --backbone", "generate a-barn -o {w}/g.exr --multipass --backbone sdxl", "--multipass"),
     _case("EV ladder without EV 0", "generate a-barn -o {w}/g.exr --evs 1,2", "--evs"),
     _case("output exists, no --overwrite", "generate a-barn -o {w}/existing.exr", "exists"),
+    _case("--format exr with an .hdr output", "generate a-barn -o {w}/g.hdr --format exr", "--format"),
+    _case("--layout without --panorama", "generate a-barn -o {w}/g.exr --layout unity", "--layout"),
+    _case("--illuminance without --panorama", "generate a-barn -o {w}/g.exr --illuminance 1000", "--illuminance"),
+    _case("--azimuth with a perspective item in --prompts", "generate --prompts {w}/kinds.txt -o {w}/g --azimuth 90",
+          "--azimuth"),
+    _case("--white-nits negative", "generate a-barn -o {w}/g.exr --panorama --white-nits -1", "--white-nits"),
+    _case("--scale not pP=V", "generate a-barn -o {w}/g.exr --scale high", "--scale"),
+    _case("--scale with --illuminance", "generate a-barn -o {w}/g.exr --panorama --scale p50=1 --illuminance 1000",
+          "--illuminance"),
     # demo
     _case("--width 1000000", "demo -o {w}/d --width 1000000", "--width"),
     _case("--width not a multiple of 16", "demo -o {w}/d --width 100", "--width"),
@@ -235,6 +274,7 @@ def build_workspace(w: Path) -> None:
         (w / name / "bracket.json").write_bytes(text)
     shutil.copy(w / "bracket" / "frame_00_ev+0.png", w / "missing-frame" / "frame_00_ev+0.png")
     (w / "prompts.txt").write_text("a red barn\na snowy pass\n")
+    (w / "kinds.txt").write_text("panorama | a snowy pass\nperspective | a red barn\n")
     (w / "latin1.txt").write_bytes("caf\xe9 at night\n".encode("latin-1"))
     (w / "dict.json").write_text('{"prompt": "a barn"}')
     (w / "negative-seed.json").write_text('[{"prompt": "a barn", "seed": -3}]')

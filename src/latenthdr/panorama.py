@@ -9,11 +9,17 @@ Conventions (DESIGN.md "Conventions"):
   Yaw 0 (the image centre) looks along +Z, yaw +90 along -X: yaw grows to the right as seen from inside
   the sphere. This is OpenEXR's latlong envmap layout (ImfEnvmap: longitude = atan2(x, z) = -yaw).
 - Angles are in degrees; ``pitch`` is the elevation of a camera's optical axis (+90 looks at the zenith).
+- Solid angles: a pixel of row i covers dOmega_i = (2 pi / W) (sin e_top - sin e_bottom) steradians
+  (``solid_angles``; 4 pi in all); ``horizontal_illuminance_weights`` integrates L cos(theta) over the upper
+  hemisphere.
+- Orientation presets (``LAYOUTS``, ``orient``): whole-column rolls that put our directions where Blender, Unity,
+  Unreal or an OpenEXR latlong reader expects them; the sources are cited in docs/renderers.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -207,3 +213,93 @@ def perspective_to_equirect(img: torch.Tensor, yaw_deg: float, pitch_deg: float,
     grid = torch.stack([x.clamp(-2, 2), y.clamp(-2, 2)], dim=-1)  # [H, W, 2]
     pano = _sample(img, grid) * mask.to(device=img.device, dtype=img.dtype)
     return pano, mask.to(img.device)
+
+
+# ------------------------------------------------------------------------------------------- solid angles
+def _sin_row_edges(height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sin(elevation) at the top and bottom edge of each row, float64 [H] each (row 0 touches the zenith)."""
+    edges = math.pi / 2 - torch.arange(height + 1, dtype=torch.float64) * (math.pi / height)  # [H + 1]
+    s = torch.sin(edges)
+    return s[:-1], s[1:]
+
+
+def solid_angles(height: int, width: int) -> torch.Tensor:
+    """Solid angle in steradians of one pixel of each row of an equirectangular image, float64 [H]:
+    dOmega_i = (2 pi / W) (sin e_top - sin e_bottom), the exact area of the pixel's patch of the unit sphere
+    (H W pixels sum to 4 pi; a pixel at elevation e covers about cos(e) times one at the horizon)."""
+    _check_size(height=height, width=width)
+    top, bottom = _sin_row_edges(height)
+    return (2 * math.pi / width) * (top - bottom)
+
+
+def horizontal_illuminance_weights(height: int, width: int) -> torch.Tensor:
+    """Weights w_i (steradians, float64 [H], one per row) with E = sum_ij L_ij w_i the illuminance on a horizontal
+    surface facing up: E = integral over the upper hemisphere of L cos(theta) dOmega, theta from the zenith.
+
+    Exact for radiance constant over each pixel: the integral of sin(e) cos(e) de dphi over the pixel's part
+    above the horizon is w_i = (pi / W) (max(0, sin e_top)^2 - max(0, sin e_bottom)^2); rows below the horizon
+    weigh 0, a row across it (H odd) counts its upper half. A uniform radiance L gives E = pi L exactly."""
+    _check_size(height=height, width=width)
+    top, bottom = (s.clamp_min(0.0) for s in _sin_row_edges(height))
+    return (math.pi / width) * (top**2 - bottom**2)
+
+
+# ------------------------------------------------------------------------------------ orientation presets
+@dataclass(frozen=True)
+class Layout:
+    """How one renderer's import maps an equirectangular image to directions, and the roll that suits it.
+
+    After ``orient`` with this preset the renderer sees our image centre (yaw 0, what ``equirect_to_perspective``
+    at yaw 0 looks at) along its ``forward`` axis, with ``up`` up and the viewer's right still on the right. No
+    preset needs a mirror: each importer maps the image unflipped as seen from inside the sphere (docs/renderers.md
+    derives this from the importers' source). ``yaw_deg`` is the ``roll_yaw`` angle of the preset;
+    ``centre_unrolled`` is where the renderer puts the centre of an image given as it is."""
+
+    name: str
+    renderer: str
+    up: str
+    forward: str
+    yaw_deg: float
+    centre_unrolled: str
+
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("openexr", "OpenEXR latlong environment map (ImfEnvmap.cpp LatLongMap)", "+Y", "+Z", 0.0, "+Z"),
+    Layout("blender", "Blender World > Environment Texture, equirectangular (Cycles and EEVEE)", "+Z",
+           "+Y (the Front view's direction)", 90.0, "+X"),
+    Layout("unity", "Unity Skybox/Panoramic shader, Latitude Longitude Layout, 360 degrees", "+Y", "+Z", 90.0,
+           "+X"),
+    Layout("unreal", "Unreal long-lat .hdr imported as a TextureCube (HDRI Backdrop, Sky Light)", "+Z", "+X", -90.0,
+           "-Y"),
+)}
+DEFAULT_LAYOUT = "openexr"  # our own convention: the identity
+MAX_AZIMUTH_DEG = 360.0
+
+
+def orient(pano: torch.Tensor, layout: str = DEFAULT_LAYOUT, azimuth_deg: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """A panorama turned for a renderer (``LAYOUTS``) and by ``azimuth_deg``, losslessly: one circular roll of
+    whole columns, ``roll_yaw(pano, yaw_deg + azimuth_deg)`` with the shift rounded to the nearest column (ties to
+    even). ``azimuth_deg`` > 0 brings the direction that many degrees right of the image centre (clockwise seen from
+    above) to the preset's forward axis. Only multiples of 360 / W are exact, so the record says what was applied:
+    ``roll_columns`` k (content moved left by k, 0 <= k < W), ``roll_deg`` = 360 k / W and ``azimuth_deg_applied``
+    = roll_deg - yaw_deg in (-180, 180], beside the preset and the angle asked for.
+
+    pano: ``[..., C, H, W]`` with W = 2 H (within 1 %), any values. Returns (the rolled panorama, same shape and
+    dtype; the record, json-friendly)."""
+    pano = _check_image(pano, "pano")
+    preset = LAYOUTS.get(layout) if isinstance(layout, str) else None
+    if preset is None:
+        raise InputError("layout", f"got {layout!r}; accepted: {', '.join(LAYOUTS)}")
+    azimuth_deg = _check_angle("azimuth", azimuth_deg, -MAX_AZIMUTH_DEG, MAX_AZIMUTH_DEG)
+    height, width = pano.shape[-2:]
+    if not is_equirectangular(height, width):
+        raise InputError("layout", f"a {width}x{height} image is not a 2:1 equirectangular panorama; layouts and "
+                                   "--azimuth orient panoramas only")
+    columns = round((preset.yaw_deg + azimuth_deg) * width / 360.0) % width
+    roll_deg = columns * 360.0 / width
+    applied = roll_deg - preset.yaw_deg
+    applied -= 360.0 * math.ceil((applied - 180.0) / 360.0)  # into (-180, 180]
+    record = {"layout": preset.name, "renderer": preset.renderer, "up": preset.up, "centre_faces": preset.forward,
+              "preset_yaw_deg": preset.yaw_deg, "azimuth_deg": azimuth_deg, "azimuth_deg_applied": applied,
+              "roll_columns": columns, "roll_deg": roll_deg, "width": width}
+    return torch.roll(pano, -columns, dims=-1), record

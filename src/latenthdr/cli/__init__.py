@@ -78,7 +78,7 @@ def _model_command_modules() -> tuple:
     import importlib
 
     modules = []
-    for name in ("demo", "convert", "train", "bench", "generate", "selftest"):
+    for name in ("demo", "convert", "train", "bench", "generate", "selftest", "view"):
         try:
             modules.append(importlib.import_module(f"latenthdr.cli.{name}"))
         except ModuleNotFoundError as err:  # a command module not built yet, never a missing dependency
@@ -88,7 +88,7 @@ def _model_command_modules() -> tuple:
 
 
 # Options whose values may start with "-" (an EV ladder such as -7:5:1); argparse would take them for flags.
-NEGATIVE_VALUE_OPTIONS = ("--evs", "--ev", "--exposure")
+NEGATIVE_VALUE_OPTIONS = ("--evs", "--ev", "--exposure", "--azimuth", "--white-nits", "--scale", "--illuminance")
 
 
 def attach_negative_values(argv: list[str]) -> list[str]:

@@ -6,16 +6,19 @@ import argparse
 import time
 from pathlib import Path
 
-from latenthdr.cli._common import add_max_memory, add_overwrite, check_max_memory, check_memory, print_json
+from latenthdr.cli._common import (FORMATS, OutputOptions, add_max_memory, add_output_options, add_overwrite,
+                                   check_max_memory, check_memory, output_options_of, print_json,
+                                   refuse_panorama_options, shipped_weights)
 from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
 def register(sub) -> None:
-    p = sub.add_parser("convert", help="LDR photo or panorama -> linear HDR EXR (+ preview, bracket sheet, JSON)",
+    p = sub.add_parser("convert", help="LDR photo or panorama -> linear HDR EXR or .hdr (+ preview, bracket sheet, "
+                                       "JSON)",
                        description="Image-to-HDR. The bracket sheet (OUT.bracket.png) shows " + BRACKET_SHEET + "; by "
                                    "default only the tiles around the input's clipped pixels are decoded.")
     p.add_argument("input", metavar="IN", help="LDR image (.png/.jpg/.tif, 8 or 16 bit) or a clipped linear .exr")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.exr", help="output EXR")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|OUT.hdr", help="output HDR (.exr or .hdr)")
     p.add_argument("--codec", help="latent codec: 'embedded' (default when shipped), 'taef2', a VAE dir or hub id")
     p.add_argument("--head", help="exposure head .safetensors (default: the head shipped for the codec)")
     p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
@@ -29,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--input-curve", default="srgb", choices=("srgb", "gamma2.2"),
                    help="display curve of an LDR input (default srgb, as cameras and the web use)")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
-    p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
+    add_output_options(p)
+    p.add_argument("--no-previews", action="store_true", help="write only the HDR and the JSON sidecar")
     add_max_memory(p)
     add_overwrite(p)
     p.set_defaults(handler=run_convert)
@@ -38,14 +42,20 @@ def register(sub) -> None:
 BRACKET_SHEET = "the merged HDR re-exposed at each EV of the ladder (gamma 2.2, clipped), at preview size"
 
 
-def output_paths(output: str, previews: bool) -> dict[str, Path]:
-    """OUT.exr and its companions, the sidecar last: OUT.preview.png, OUT.bracket.png, OUT.json."""
-    exr = Path(output)
-    paths = {"exr": exr}
+def output_paths(output: str, previews: bool, fmt: str = "exr") -> dict[str, Path]:
+    """OUT.exr (key "exr") or OUT.hdr (key "hdr", ``fmt``) and its companions, the sidecar last: OUT.preview.png,
+    OUT.bracket.png, OUT.json."""
+    image = Path(output)
+    paths = {fmt: image}
     if previews:
-        paths.update(preview=exr.with_suffix(".preview.png"), bracket=exr.with_suffix(".bracket.png"))
-    paths["json"] = exr.with_suffix(".json")
+        paths.update(preview=image.with_suffix(".preview.png"), bracket=image.with_suffix(".bracket.png"))
+    paths["json"] = image.with_suffix(".json")
     return paths
+
+
+def image_path(paths: dict[str, Path]) -> Path:
+    """The HDR of an output set (``output_paths``)."""
+    return next(paths[key] for key in FORMATS if key in paths)
 
 
 def stale_companions(paths: dict[str, Path]) -> tuple[Path, ...]:
@@ -57,24 +67,64 @@ def stale_companions(paths: dict[str, Path]) -> tuple[Path, ...]:
         old = json.loads(paths["json"].read_text(encoding="utf-8")).get("output", {})
     except (OSError, ValueError, AttributeError):
         return ()
+    named = set(old.values()) if isinstance(old, dict) else set()
     kept = set(paths.values())
-    return tuple(p for k, p in output_paths(str(paths["exr"]), True).items()
-                 if p not in kept and isinstance(old, dict) and old.get(k) == str(p) and p.is_file())
+    image = image_path(paths)
+    candidates = sorted({p for fmt, ext in FORMATS.items()
+                         for p in output_paths(str(image.with_suffix(ext)), True, fmt).values()})
+    return tuple(p for p in candidates if p not in kept and str(p) in named and p.is_file())
 
 
-def write_output_set(paths: dict[str, Path], hdr, sheet, report: dict, *, half: bool, panorama: bool,
-                     metadata: dict, overwrite: bool, inputs: tuple = (), started: float | None = None) -> None:
-    """Write the EXR, its previews (when ``paths`` has them: the tone-mapped preview and ``sheet``) and the JSON
-    sidecar ``report`` as one output set (``io.output_set``): all of them or none, the sidecar last. The EXR's metadata
-    also gets the package version and ``report["models"]`` (files and their sha256). The write time
-    (and the total since ``started``, a perf_counter value) go into ``report["timings_s"]``."""
+def finish_output(hdr, options: OutputOptions, panorama: bool, what: str = "the output"):
+    """The HDR as written, and what was done to it: a panorama turned for ``options.layout`` and
+    ``options.azimuth_deg`` (``panorama.orient``: whole columns; skipped for a panorama that is not 2:1 when
+    neither was given), then multiplied by the absolute scale's factor (``photometry.Scale.resolve``).
+
+    hdr: linear relative RGB [3, H, W] float32. Returns (hdr [3, H, W] float32, {"layout": record (panoramas),
+    "scale": record}); InputError, before anything is written, for panorama options on a picture."""
+    from latenthdr import panorama as equirect
+
+    records = {}
+    if not panorama:
+        refuse_panorama_options(options, what)
+    elif options.layout or options.azimuth_deg is not None or equirect.is_equirectangular(*hdr.shape[-2:]):
+        hdr, records["layout"] = equirect.orient(hdr, options.layout or equirect.DEFAULT_LAYOUT,
+                                                 options.azimuth_deg or 0.0)
+    records["scale"] = options.scale.resolve(hdr, panorama)
+    factor = records["scale"]["factor"]
+    return (hdr if factor == 1.0 else hdr * factor), records
+
+
+def write_output_set(paths: dict[str, Path], hdr, sheet, report: dict, *, options: OutputOptions, panorama: bool,
+                     metadata: dict, overwrite: bool, inputs: tuple = (), started: float | None = None,
+                     what: str = "the output") -> None:
+    """Write the HDR (EXR or Radiance, ``options.format``; oriented and scaled by ``finish_output``), its previews
+    (when ``paths`` has them: the tone-mapped preview of the HDR written, and ``sheet``) and the JSON sidecar
+    ``report`` as one output set (``io.output_set``): all of them or none, the sidecar last. The report and the EXR's
+    metadata also get the layout and scale records; the report, the format and the peak value; the EXR's, the
+    package version and
+    ``report["models"]`` (files and their sha256); Radiance files hold no metadata, the sidecar does. An EXR
+    panorama in the openexr layout gets ``envmap`` = latlong. The write time (and the total since ``started``, a
+    perf_counter value) go into ``report["timings_s"]``."""
     from latenthdr import __version__, io, tonemap
+    from latenthdr.errors import InputError
 
     t0 = time.perf_counter()
-    metadata = {**metadata, "version": __version__, "models": report.get("models", {})}
+    hdr, records = finish_output(hdr, options, panorama, what)
+    pixels = io.to_numpy(hdr)
+    peak = float(pixels.max()) if pixels.size else 0.0
+    report.update(records, format=options.format, peak=peak)  # peak: game engines store HDR textures as half
+    if options.half and peak > io.HALF_MAX:
+        raise InputError("--half", f"the output peaks at {peak:.6g}, beyond half's {io.HALF_MAX:g}; drop --half to "
+                                   "write float32")
+    metadata = {**metadata, **records, "version": __version__, "models": report.get("models", {})}
+    envmap = panorama and records.get("layout", {}).get("layout", "openexr") == "openexr"
     with io.output_set(paths, overwrite=overwrite, argument="--output", inputs=inputs,
                        remove=stale_companions(paths) if overwrite else ()) as temps:
-        io.write_exr(temps["exr"], io.to_numpy(hdr), half=half, panorama=panorama, metadata=metadata, overwrite=True)
+        if options.format == "exr":  # envmap=latlong claims OpenEXR's direction convention: only when it holds
+            io.write_exr(temps["exr"], pixels, half=options.half, panorama=envmap, metadata=metadata, overwrite=True)
+        else:
+            io.write_hdr(temps["hdr"], pixels, overwrite=True)
         if "preview" in temps:
             preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
             io.write_png(temps["preview"], io.to_numpy(preview), overwrite=True)
@@ -102,7 +152,16 @@ def load_input(path: str, input_curve: str):
     else:
         linear = response.decode(io.to_tensor(image.pixels), input_curve)
         note = f"{image.bits}-bit {input_curve}"
-    return response.encode(linear, "gamma2.2"), {"file": str(path), "encoding": note}
+    from latenthdr.models.registry import sha256_of
+
+    return response.encode(linear, "gamma2.2"), {"file": str(path), "encoding": note, "sha256": sha256_of(Path(path))}
+
+
+def _panorama_expected(panorama: str, size: tuple[int, int]) -> bool:
+    """Whether the pipeline will treat an input of ``size`` (width, height, from its header) as a panorama."""
+    from latenthdr import panorama as equirect
+
+    return {"on": True, "off": False}.get(panorama, equirect.is_equirectangular(size[1], size[0]))
 
 
 def run_convert(args) -> int:
@@ -117,13 +176,15 @@ def run_convert(args) -> int:
                                            "(options of the input-preserving merge)")
     blend = not args.decoded_only
     check_max_memory(args.max_memory)  # before any work
-    paths = output_paths(args.output, not args.no_previews)
-    io.check_output(paths["exr"], args.overwrite, "--output", extensions=(".exr",))
+    options = output_options_of(args, args.output)
+    paths = output_paths(args.output, not args.no_previews, options.format)
     for path in paths.values():
         io.check_output(path, args.overwrite, "--output")
         if path.resolve() == Path(args.input).resolve():
             raise InputError("--output", f"{path} would replace the input IN; choose another output name")
     size = io.check_image_size(args.input, "IN")
+    if size is not None and not _panorama_expected(args.panorama, size):
+        refuse_panorama_options(options, f"IN ({size[0]}x{size[1]})")
     t0 = time.perf_counter()
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
     load_s = time.perf_counter() - t0
@@ -134,6 +195,8 @@ def run_convert(args) -> int:
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
     models = pipe.describe(args.head)
+    if args.codec in (None, "embedded"):
+        models["codec_weights"] = shipped_weights("codec", pipe.codec.space)
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
               "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
               "models": models, "plow": out.plow[0],
@@ -145,10 +208,10 @@ def run_convert(args) -> int:
     sheet = None if args.no_previews else tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs),
                                                                   [f"EV {e:+g}" for e in evs], columns=7)
     report["timings_s"] = {"load_models": load_s, **out.timings}
-    write_output_set(paths, hdr, sheet, report, half=args.half, panorama=out.panorama, overwrite=args.overwrite,
-                     inputs=(args.input,), started=started,
+    write_output_set(paths, hdr, sheet, report, options=options, panorama=out.panorama, overwrite=args.overwrite,
+                     inputs=(args.input,), started=started, what=f"IN ({hdr.shape[-1]}x{hdr.shape[-2]})",
                      metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "input": args.input,
-                               "merge": merge_name(blend), "head": models["head"] or "",
-                               "scale": "relative: 1.0 = the input's clipping level"})
+                               "input_sha256": source["sha256"], "merge": merge_name(blend),
+                               "head": models["head"] or ""})
     print_json(report)
     return 0

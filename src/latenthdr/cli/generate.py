@@ -1,10 +1,11 @@
 """``latenthdr generate``: text-to-HDR (one diffusion run per image; ``--multipass``: one per EV, the baseline).
 
-One prompt: ``-o OUT.exr`` gets OUT.exr, OUT.json (sidecar: prompt, seed, models, timings, metrics),
+One prompt: ``-o OUT.exr`` (or OUT.hdr) gets OUT.exr, OUT.json (sidecar: prompt, seed, models, timings, metrics),
 OUT.preview.png and OUT.bracket.png. A prompt file (``--prompts``): ``-o`` is a folder and item i (its position
-in the file, 0-based) is written as ``NNNN-slug.exr`` (+ companions); its seed is the item's own or one
-derived from ``--seed`` and i, so a shard (``--shard i/n``: the items with index mod n == i) or a rerun with
-``--skip-existing`` produces exactly the files a single full run would.
+in the file, 0-based) is written as ``NNNN-slug.exr`` (``.hdr`` with --format hdr; + companions); its seed is the
+item's own or one derived from ``--seed`` and i, so a shard (``--shard i/n``: the items with index mod n == i) or
+a rerun with ``--skip-existing`` produces exactly the files a single full run would. Output options (format,
+panorama layout, absolute scale): ``cli._common.add_output_options``, applied by ``cli.convert.write_output_set``.
 Prompt files: JSON (a list of strings or of {"prompt", "seed"?, "panorama"?}) or text, one prompt per line
 (blank lines and lines starting with # skipped), optionally prefixed "panorama | " or "perspective | ".
 """
@@ -18,7 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from latenthdr.cli._common import MAX_SEED, add_overwrite, check_int, max_threads, print_json
+from latenthdr.cli._common import (FORMATS, MAX_SEED, OutputOptions, add_output_options, add_overwrite, check_int,
+                                   max_threads, output_options_of, print_json, refuse_panorama_options,
+                                   shipped_weights)
 from latenthdr.errors import InputError
 
 KIND_PREFIXES = {"panorama": True, "perspective": False}
@@ -36,7 +39,8 @@ def register(sub) -> None:
                                    "bracket, the merge the HDR.")
     p.add_argument("prompt", nargs="?", help="the prompt (or --prompts FILE)")
     p.add_argument("--prompts", metavar="FILE", help="prompt file: JSON list or one prompt per line")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|DIR", help="output EXR (a folder with --prompts)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|OUT.hdr|DIR",
+                   help="output HDR, .exr or .hdr (a folder with --prompts)")
     p.add_argument("--panorama", action="store_true", help="2:1 equirectangular panorama, seamless at +-180 degrees")
     p.add_argument("--seed", type=int, default=0, help="seed (with --prompts: the global seed items derive from)")
     p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
@@ -56,7 +60,8 @@ def register(sub) -> None:
     p.add_argument("--shard", metavar="i/n", help="with --prompts: only items whose index mod n is i")
     p.add_argument("--skip-existing", action="store_true", help="skip items whose EXR and JSON already exist")
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
-    p.add_argument("--no-previews", action="store_true", help="write only the EXR and the JSON sidecar")
+    add_output_options(p)
+    p.add_argument("--no-previews", action="store_true", help="write only the HDR and the JSON sidecar")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--dry-run", action="store_true", help="print the items and their outputs, generate nothing")
     add_overwrite(p)
@@ -65,13 +70,13 @@ def register(sub) -> None:
 
 @dataclass(frozen=True)
 class Item:
-    """One image to make: its index in the prompt list, prompt, seed and kind, and its EXR path."""
+    """One image to make: its index in the prompt list, prompt, seed and kind, and its HDR's path (.exr or .hdr)."""
 
     index: int
     prompt: str
     seed: int
     panorama: bool
-    exr: Path
+    path: Path
 
 
 def run_generate(args) -> int:
@@ -79,7 +84,9 @@ def run_generate(args) -> int:
 
     evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
     _check_options(args)
-    items = plan_items(args)
+    output_options = output_options_of(args, None if args.prompts is not None else args.output)
+    items = plan_items(args, output_options.format)
+    _check_kinds(items, output_options, args)
     todo = _outputs_to_write(items, args)
     if args.dry_run:
         print_json({"evs": list(evs), "items": [_describe(i) | {"skip": i not in todo} for i in items],
@@ -98,9 +105,9 @@ def run_generate(args) -> int:
     load_s = time.perf_counter() - t0
     models = _models(pipe, args, scene)
     check_sizes(pipe, todo, args)
-    reports = [make_one(pipe, item, evs, args, models, load_s) for item in todo]
-    summary = {"written": [r["output"]["exr"] for r in reports],
-               "skipped": [str(i.exr) for i in items if i not in todo],
+    reports = [make_one(pipe, item, evs, args, output_options, models, load_s) for item in todo]
+    summary = {"written": [r["output"][r["format"]] for r in reports],
+               "skipped": [str(i.path) for i in items if i not in todo],
                "load_models_s": load_s}
     print_json(reports[0] if len(items) == 1 and reports and not args.prompts else summary)
     return 0
@@ -126,19 +133,17 @@ def _check_options(args) -> None:
         raise InputError("--guidance", f"got {args.guidance!r}; accepted: a number from 0 to {MAX_GUIDANCE:g}")
 
 
-def plan_items(args) -> list[Item]:
-    """The items of this invocation (after --shard), with their seeds and EXR paths."""
+def plan_items(args, fmt: str = "exr") -> list[Item]:
+    """The items of this invocation (after --shard), with their seeds and HDR paths (``fmt``: "exr" or "hdr"; a
+    single prompt's -o was checked against it by ``output_options_of``)."""
     if args.prompts is None:
         if not args.prompt.strip():
             raise InputError("prompt", "the prompt is empty")
-        exr = Path(args.output)
-        if exr.suffix.lower() != ".exr":
-            raise InputError("--output", f"{exr}: accepted: a path ending in .exr")
-        return _checked([Item(0, " ".join(args.prompt.split()), args.seed, args.panorama, exr)], args)
+        return _checked([Item(0, " ".join(args.prompt.split()), args.seed, args.panorama, Path(args.output))], args)
     shard, count = parse_shard(args.shard)
     entries = read_prompts(args.prompts)
     folder = Path(args.output)
-    if folder.suffix.lower() == ".exr" or folder.is_file():
+    if folder.suffix.lower() in FORMATS.values() or folder.is_file():
         raise InputError("--output", f"{folder}: with --prompts, -o is a folder")
     items = []
     for index, entry in enumerate(entries):
@@ -146,8 +151,17 @@ def plan_items(args) -> list[Item]:
             continue
         seed = entry.get("seed", item_seed(args.seed, index))
         panorama = entry.get("panorama", args.panorama)
-        items.append(Item(index, entry["prompt"], seed, panorama, folder / f"{index:04d}-{slug(entry['prompt'])}.exr"))
+        name = f"{index:04d}-{slug(entry['prompt'])}{FORMATS[fmt]}"
+        items.append(Item(index, entry["prompt"], seed, panorama, folder / name))
     return _checked(items, args)
+
+
+def _check_kinds(items: list[Item], options: OutputOptions, args) -> None:
+    """InputError before any work when --layout, --azimuth or --illuminance is given for a perspective item."""
+    for item in items:
+        if not item.panorama:
+            what = "the output (no --panorama)" if args.prompts is None else f"--prompts item {item.index}"
+            refuse_panorama_options(options, what)
 
 
 def _checked(items: list[Item], args) -> list[Item]:
@@ -262,7 +276,8 @@ def slug(prompt: str, length: int = 40) -> str:
 def _paths(item: Item, previews: bool) -> dict[str, Path]:
     from latenthdr.cli.convert import output_paths
 
-    return output_paths(str(item.exr), previews)
+    fmt = next(name for name, ext in FORMATS.items() if item.path.suffix.lower() == ext)
+    return output_paths(str(item.path), previews, fmt)
 
 
 def _outputs_to_write(items: list[Item], args) -> list[Item]:
@@ -274,7 +289,7 @@ def _outputs_to_write(items: list[Item], args) -> list[Item]:
     if args.prompts is not None and not args.dry_run:
         _make_folder(Path(args.output))
     if items and not args.dry_run:  # a dry run changes nothing, not even what killed runs left
-        io.recover_outputs(items[0].exr.parent)
+        io.recover_outputs(items[0].path.parent)
     todo = []
     for item in items:
         paths = _paths(item, not args.no_previews)
@@ -299,16 +314,18 @@ def _make_folder(folder: Path) -> None:
 
 def _complete(paths: dict[str, Path]) -> bool:
     """True if the set at ``paths`` was written whole: its sidecar parses and every output it names exists."""
+    from latenthdr.cli.convert import image_path
+
     try:
         named = json.loads(paths["json"].read_text(encoding="utf-8"))["output"]
-        return paths["exr"].is_file() and all(Path(p).is_file() for p in named.values())
+        return image_path(paths).is_file() and all(Path(p).is_file() for p in named.values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 
 def _describe(item: Item) -> dict:
     return {"index": item.index, "prompt": item.prompt, "seed": item.seed, "panorama": item.panorama,
-            "exr": str(item.exr)}
+            "output": str(item.path)}
 
 
 def _models(pipe, args, scene: str) -> dict:
@@ -318,23 +335,29 @@ def _models(pipe, args, scene: str) -> dict:
     described["scene_source"] = {"kind": "backbone" if args.backbone else "embedded-prior", "spec": scene,
                                  "class": type(source).__name__}
     if not args.backbone:
+        from latenthdr.models.registry import sha256_of
+
         described["scene_source"]["scheduler"] = args.scheduler
+        described["scene_source"]["weights"] = ({"file": args.prior, "sha256": sha256_of(Path(args.prior))}
+                                                if args.prior else shipped_weights("prior", pipe.codec.space))
+        if args.codec in (None, "embedded"):
+            described["codec_weights"] = shipped_weights("codec", pipe.codec.space)
     return described
 
 
-def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
-    """Generate one item and write its EXR, previews and sidecar; returns the sidecar."""
+def make_one(pipe, item: Item, evs, args, options: OutputOptions, models: dict, load_s: float) -> dict:
+    """Generate one item and write its HDR, previews and sidecar; returns the sidecar."""
     import torch
 
     from latenthdr import exposure, metrics, tonemap
     from latenthdr.cli.convert import write_output_set
 
     start = time.perf_counter()
-    options = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance))
-               if v is not None}
+    sampling = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance))
+                if v is not None}
     width = args.width or (BACKBONE_WIDTH if args.backbone and args.height is None else None)
     out = pipe.generate(item.prompt, evs=evs, panorama=item.panorama, height=args.height, width=width,
-                        generator=torch.Generator().manual_seed(item.seed), multipass=args.multipass, **options)
+                        generator=torch.Generator().manual_seed(item.seed), multipass=args.multipass, **sampling)
     hdr, y = out.hdr[0], out.brackets[0]
     paths = _paths(item, not args.no_previews)
     report = {"prompt": item.prompt, "seed": item.seed, "index": item.index, "panorama": out.panorama,
@@ -348,11 +371,11 @@ def make_one(pipe, item: Item, evs, args, models: dict, load_s: float) -> dict:
     sheet = tonemap.contact_sheet(y, [f"EV {e:+g}" for e in evs], columns=7) if "preview" in paths else None
     report["timings_s"] = {"load_models": load_s, **out.timings}
     report = _finite(report)
-    write_output_set(paths, hdr, sheet, report, half=args.half, panorama=out.panorama, overwrite=True, started=start,
+    write_output_set(paths, hdr, sheet, report, options=options, panorama=out.panorama, overwrite=True,
+                     started=start, what=f"item {item.index}",
                      metadata={"prompt": item.prompt, "seed": item.seed, "evs": exposure.format_ev_ladder(evs),
                                "space": pipe.codec.space, "head": models["head"] or "",
-                               "scene_source": models["scene_source"]["spec"], "multipass": args.multipass,
-                               "scale": "relative: 1.0 = the EV-0 frame's clipping level"})
+                               "scene_source": models["scene_source"]["spec"], "multipass": args.multipass})
     return report
 
 
