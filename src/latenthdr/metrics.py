@@ -305,10 +305,18 @@ def cross_exposure_consistency(y_a: torch.Tensor, ev_a: float, y_b: torch.Tensor
         raise InputError("y_b", f"shape {tuple(yb.shape)} differs from y_a's {tuple(ya.shape)}")
     if not (math.isfinite(ev_a) and math.isfinite(ev_b)):
         raise InputError("ev_a/ev_b", f"got {ev_a}, {ev_b}; accepted: finite EVs in stops")
-    m = well_exposed_mask(ya, low, high) & well_exposed_mask(yb, low, high)
-    Ya = _lum(response.decode(ya, curve)) / 2.0**ev_a
-    Yb = _lum(response.decode(yb, curve)) / 2.0**ev_b
-    m = m & (Ya > 0) & (Yb > 0)
+    return _disagreement(_radiance_estimate(ya, ev_a, curve, low, high), _radiance_estimate(yb, ev_b, curve, low, high))
+
+
+def _radiance_estimate(y: torch.Tensor, ev: float, curve: str, low: float, high: float):
+    """(well-seen mask [..., H, W], luminance of R_e = decode(y) / 2^e [..., H, W]) of a float64 frame."""
+    return ((y > low) & (y < high)).all(dim=-3), _lum(response.decode(y, curve)) / 2.0**ev
+
+
+def _disagreement(a, b) -> float:
+    """RMS of log2(Y_a / Y_b) over the pixels both estimates see well (NaN if none): the consistency of a pair."""
+    (m_a, Ya), (m_b, Yb) = a, b
+    m = m_a & m_b & (Ya > 0) & (Yb > 0)
     if not m.any():
         return math.nan
     return torch.log2(Ya[m] / Yb[m]).square().mean().sqrt().item()
@@ -329,9 +337,14 @@ def bracket_consistency(y: torch.Tensor, evs, curve: str = "gamma2.2", low: floa
     evs = [float(e) for e in evs]
     if len(evs) != y.shape[-4] or len(evs) < 2:
         raise InputError("evs", f"{len(evs)} EVs for {y.shape[-4]} frames; give one EV per frame, K >= 2")
+    _check_levels(low, high)
+    response.check_curve(curve)
+    if not all(math.isfinite(e) for e in evs):
+        raise InputError("evs", f"got {evs}; accepted: finite EVs in stops")
     order = sorted(range(len(evs)), key=evs.__getitem__)
-    vals = [cross_exposure_consistency(y[..., i, :, :, :], evs[i], y[..., j, :, :, :], evs[j], curve, low, high)
-            for i, j in zip(order, order[1:])]
+    # each frame's estimate once (not once per pair it is in): half the work of pairwise calls, the same numbers
+    estimates = {i: _radiance_estimate(y[..., i, :, :, :], evs[i], curve, low, high) for i in order}
+    vals = [_disagreement(estimates[i], estimates[j]) for i, j in zip(order, order[1:])]
     vals = [v for v in vals if not math.isnan(v)]
     return sum(vals) / len(vals) if vals else math.nan
 

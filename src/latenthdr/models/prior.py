@@ -3,8 +3,9 @@
 DESIGN.md "The embedded default": text -> scene latent z0 on a laptop CPU, for perspective views and 2:1
 panoramas, in the latent space of our own codec (any codec space works; the space is recorded). The
 denoiser predicts v (Salimans & Ho 2022, "Progressive distillation", v = alpha_t eps - sigma_t x0) of a DDPM
-with the cosine schedule (Nichol & Dhariwal 2021, diffusers ``squaredcos_cap_v2``); sampling uses a diffusers
-scheduler (DPM-Solver++ 2M by default, Lu et al. 2022) with noise drawn from an explicit generator.
+with the cosine schedule (Nichol & Dhariwal 2021, diffusers ``squaredcos_cap_v2``); sampling uses our copies of
+diffusers' schedulers (``models/sampling.py``: DPM-Solver++ 2M by default, Lu et al. 2022; bit-identical to diffusers,
+without its start-up cost) with noise drawn from an explicit generator.
 
 Conditioning, summed into one vector c that FiLM-modulates every residual block (h -> h (1 + gamma) + beta):
 - time: sinusoidal features of the timestep through an MLP;
@@ -45,9 +46,10 @@ from latenthdr.errors import InputError
 from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, load_model_file,  # noqa: F401
                                             read_model_metadata, save_model_file)
 from latenthdr.models.head import Conv, EVEmbedding, FiLMBlock, Norm
+from latenthdr.models.sampling import SAMPLERS, DDPMSchedule, make_sampler
 
 PRIOR_FORMAT = "latenthdr-prior-v1"
-SCHEDULERS = ("dpmsolver", "ddim", "euler")
+SCHEDULERS = SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -240,19 +242,12 @@ class PriorUNet(nn.Module):
 
 
 def make_scheduler(config: PriorConfig, kind: str = "dpmsolver"):
-    """A fresh diffusers scheduler for sampling (they hold per-run state) with the prior's DDPM settings.
-    kind: "dpmsolver" (DPM-Solver++ 2M), "ddim" (eta 0) or "euler" (Euler discrete); trailing timesteps."""
-    import diffusers
-
-    common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
-              "prediction_type": config.prediction_type, "timestep_spacing": "trailing"}
-    if kind == "dpmsolver":
-        return diffusers.DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, **common)
-    if kind == "ddim":
-        return diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **common)
-    if kind == "euler":
-        return diffusers.EulerDiscreteScheduler(**common)
-    raise InputError("scheduler", f"got {kind!r}; accepted: {', '.join(SCHEDULERS)}")
+    """A fresh sampler (they hold per-run state) with the prior's DDPM settings (``models/sampling.py``).
+    kind: "dpmsolver" (DPM-Solver++ 2M), "ddim" (eta 0) or "euler" (Euler discrete); trailing timesteps; each equal
+    bit for bit to the diffusers scheduler of that name and settings."""
+    schedule = DDPMSchedule(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                            prediction_type=config.prediction_type)
+    return make_sampler(kind, schedule)
 
 
 def training_scheduler(config: PriorConfig):
@@ -348,7 +343,7 @@ class EmbeddedPrior:
             if cfg:
                 out_cond, out_uncond = out.chunk(2)
                 out = out_uncond + guidance_scale * (out_cond - out_uncond)
-            x = scheduler.step(out, t, x).prev_sample
+            x = scheduler.step(out, t, x)
         return x.float()
 
     @property

@@ -8,6 +8,7 @@ may be damaged or hostile: its config and tensor shapes are checked against a mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from latenthdr import io
 from latenthdr.errors import InputError
@@ -159,7 +161,7 @@ def _meta_state(path: Path, config, model_cls, n_stored: int, argument: str, wha
     hooks = [nn_module.register_module_parameter_registration_hook(count),
              nn_module.register_module_buffer_registration_hook(count)]
     try:
-        with torch.device("meta"):
+        with meta_build():
             return {name: list(t.shape) for name, t in model_cls(config).state_dict().items()}
     except _TooManyTensors:
         raise InputError(argument, f"{path}: its config describes a model of more tensors than the file's "
@@ -174,8 +176,39 @@ def _meta_state(path: Path, config, model_cls, n_stored: int, argument: str, wha
             hook.remove()
 
 
+@contextlib.contextmanager
+def meta_build():
+    """Inside the block, modules are built on the meta device (shapes, no memory) and their weight initialisers
+    do nothing: for shape checks, and for models whose every tensor is then assigned from a file
+    (``load_state_dict(..., assign=True)``)."""
+    with torch.device("meta"), _SkipInitialisers():
+        yield
+
+
 class _TooManyTensors(Exception):
     """Raised inside a meta build that exceeded its tensor budget."""
+
+
+class _SkipInitialisers(TorchFunctionMode):
+    """Weight initialisers of meta tensors do nothing (a meta tensor has no values to set). On the meta device some
+    of them (``normal_``, so every ``nn.Embedding``) run through torch's Python decompositions, whose first use
+    imports torch._dynamo: about 1 s of start-up for a shape check."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _INITIALISERS:  # nn.init passes its tensor by keyword, Tensor methods as self
+            tensor = args[0] if args else kwargs.get("tensor")
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return tensor
+        return func(*args, **kwargs)
+
+
+_INITIALISERS = frozenset(
+    [getattr(torch.nn.init, name) for name in ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                                               "eye_", "dirac_", "xavier_uniform_", "xavier_normal_",
+                                               "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")]
+    + [getattr(torch.Tensor, name) for name in ("normal_", "uniform_", "zero_", "fill_", "random_", "bernoulli_",
+                                                "exponential_", "geometric_", "log_normal_", "cauchy_")])
 
 
 def _check_tensors(path: Path, stored: Mapping[str, tuple[str, list[int]]], expected: Mapping[str, list[int]],
