@@ -11,10 +11,12 @@ method; ``__call__`` and ``generate`` only list them and record their wall times
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -91,28 +93,66 @@ class LatentHDRPipeline:
         if scene_source is not None and scene_source.space != codec.space:
             raise InputError("scene_source", f"the scene source makes latents of space {scene_source.space!r}; "
                                              f"the codec is {codec.space!r}")
-        self.codec, self.head, self.curve = codec, head.eval(), curve
+        self.codec, self.head, self.curve = codec, head.eval(), response.check_curve(curve)
         self.decode_chunk_size, self.decode_tile, self.decode_margin = decode_chunk_size, decode_tile, decode_margin
         self.scene_source = scene_source
+        self.head_precision = head_precision
         self.head_bfloat16 = _resolve_head_precision(head_precision, next(head.parameters()).device)
         self.merge_options = check_merge_options({**DEFAULT_MERGE_OPTIONS, **(merge_options or {})})
+        # Where each component came from (``pretrained.Component``s by role), set by from_pretrained; save_pretrained
+        # copies those files, or writes from memory what has no origin.
+        self.origins: dict | None = None
 
     @classmethod
-    def from_pretrained(cls, codec: str | None = None, head: str | None = None, device: str = "cpu", *,
-                        scene: str | None = None, scene_options: dict | None = None, **kwargs):
-        """Build from a codec spec (``models.codecs.load_codec``; None: the embedded default) and a head file
-        (None: the head shipped for that codec's latent space, ``models.registry``).
+    def from_pretrained(cls, pretrained: str | os.PathLike | None = None, *, codec: str | None = None,
+                        head: str | None = None, device: str = "cpu", scene: str | None = None,
+                        scene_options: dict | None = None, revision: str | None = None, local_files_only: bool = False,
+                        **kwargs) -> "LatentHDRPipeline":
+        """A pipeline from a folder written by :meth:`save_pretrained` (or a Hugging Face hub id ``owner/name`` of
+        one), or from its components. With no arguments: the embedded default (the package's own pipeline folder,
+        ``weights/``), which needs no network and no optional dependency.
 
-        scene (text-to-HDR): None (image-to-HDR only); "embedded" (the prior shipped for the codec's space); a
-        prior file (``*.safetensors``); or a backbone name / pipeline folder (``models.backbones.load_backbone``,
-        whose own VAE is then the codec: ``codec`` must be None). scene_options: keyword arguments of the prior
-        (``scheduler``) or of ``load_backbone``.
+        pretrained: a pipeline folder (``latenthdr_pipeline.json`` and its weight files, each checked against the
+        config's sha256), or a hub id, fetched with huggingface_hub's ``snapshot_download`` into the Hugging Face
+        cache (a download from huggingface.co unless cached; ``revision``, ``local_files_only``; needs the models
+        extra). The keywords below replace the folder's components when given.
+        codec: a codec spec (``models.codecs.load_codec``: "taef2", "taef2:DIR", a diffusers VAE folder or hub id;
+        "embedded" for ours; None: the folder's, else the embedded default). head: a head file (None: the folder's,
+        else the head shipped for the codec's latent space, ``models.registry``).
+        scene (text-to-HDR): None (the folder's; none without a folder: image-to-HDR only); "embedded" (the prior
+        shipped for the codec's space); a prior file (``*.safetensors``); or a backbone name / pipeline folder
+        (``models.backbones.load_backbone``, whose own VAE is then the codec: ``codec`` must be None). scene_options:
+        keyword arguments of the prior (``scheduler``) or of ``load_backbone``.
+        kwargs: the constructor's settings (``curve``, ``merge_options``, ``head_precision``, ...), over the
+        folder's; ``merge_options`` updates the folder's options.
         """
-        from latenthdr.models import registry
+        from latenthdr import pretrained as folders
 
-        source, codec_model = _load_scene(scene, codec, device, dict(scene_options or {}))
-        head_model = registry.load_head_for(codec_model, head, device=device)
-        return cls(codec_model, head_model, scene_source=source, **kwargs)
+        loaded = folders.load(pretrained, codec=codec, head=head, device=device, scene=scene,
+                              scene_options=scene_options, revision=revision, local_files_only=local_files_only)
+        settings = dict(loaded.settings)
+        if "merge_options" in kwargs and "merge_options" in settings:
+            kwargs["merge_options"] = {**settings["merge_options"], **(kwargs["merge_options"] or {})}
+        pipe = cls(loaded.codec, loaded.head, scene_source=loaded.scene_source, **{**settings, **kwargs})
+        pipe.origins = loaded.origins
+        return pipe
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write this pipeline as a folder :meth:`from_pretrained` reads: ``latenthdr_pipeline.json`` (format version,
+        latent space, components, :meth:`settings`) and the weight files, all written at once or none
+        (``io.output_set``). Weight files are copied from where the pipeline loaded them (written from memory when
+        the weights changed since); components whose weights live elsewhere are recorded as specs and not copied
+        (TAEF2, diffusers VAEs and backbones: ``pretrained.NOT_COPIED``). Existing files of the folder are refused
+        (OutputExistsError) unless ``overwrite``. Returns the folder."""
+        from latenthdr import pretrained as folders
+
+        return folders.save(self, save_directory, overwrite=overwrite)
+
+    def settings(self) -> dict:
+        """The constructor settings that :meth:`save_pretrained` records (merge options resolved)."""
+        return {"curve": self.curve, "merge_options": dict(self.merge_options), "head_precision": self.head_precision,
+                "decode_chunk_size": self.decode_chunk_size, "decode_tile": self.decode_tile,
+                "decode_margin": self.decode_margin}
 
     @torch.inference_mode()
     def __call__(
@@ -124,6 +164,7 @@ class LatentHDRPipeline:
         *,
         selective: bool = True,
         prompt: str | Sequence[str] | None = None,
+        callback: Progress | None = None,
         **generate_options,
     ) -> LatentHDROutput:
         """Image to HDR, or text to HDR with ``prompt=`` (then :meth:`generate` with ``generate_options``).
@@ -134,30 +175,37 @@ class LatentHDRPipeline:
         (``merge.merge_with_input``); False is the paper's merge of the decoded frames alone (METHOD.md Eq. 9).
         selective: with ``blend``, predict only the frames that merge reads and decode only the tiles it reads,
         merged tile by tile (:meth:`decode_and_merge`: no whole bracket in memory, ``brackets`` None), where the
-        codec decodes in windows; False, or a codec that cannot: every frame predicted and decoded whole."""
+        codec decodes in windows; False, or a codec that cannot: every frame predicted and decoded whole.
+        callback: ``callback(stage, done, total)``, called with ``done`` 0 when a stage starts and after each of its
+        ``total`` units (``PROGRESS_STAGES``); an exception raised in it stops the call."""
         if (image is None) == (prompt is None):
             raise InputError("image/prompt", "give either an image (image-to-HDR) or a prompt (text-to-HDR)")
         if prompt is not None:
-            return self.generate(prompt, evs=evs, panorama=panorama is True or panorama == "on", **generate_options)
+            return self.generate(prompt, evs=evs, panorama=panorama is True or panorama == "on", callback=callback,
+                                 **generate_options)
         evs = exposure.parse_ev_ladder(evs, require_zero=True)
         image = _check_image(image)
         is_pano = _resolve_panorama(panorama, image.shape[-2:])
         timings: dict[str, float] = {}
         with _timed(timings, "encode"):
+            _report(callback, "encode", 0, 1)
             z0 = self.encode(image, is_pano)
+            _report(callback, "encode", 1, 1)
         streamed = blend and selective and self.codec.tail_radius is not None
         frames = self.merged_frames(evs) if streamed else list(range(len(evs)))
         z_evs = tuple(evs[k] for k in frames)
         with _timed(timings, "head"):
-            z = self.expose(z0, z_evs, is_pano, self.head_inputs(z0, is_pano, image))
+            z = self.expose(z0, z_evs, is_pano, self.head_inputs(z0, is_pano, image), callback)
         if streamed:
-            hdr, decoded, plow, phigh = self.decode_and_merge(z, z_evs, is_pano, image, timings)
+            hdr, decoded, plow, phigh = self.decode_and_merge(z, z_evs, is_pano, image, timings, callback)
             return LatentHDROutput(hdr, None, evs, z0, z, plow, phigh, is_pano, timings, decoded=decoded,
                                    z_evs=z_evs)
         with _timed(timings, "decode"):
-            y = self.decode(z, is_pano, image.shape[-2:])
+            y = self.decode(z, is_pano, image.shape[-2:], callback)
         with _timed(timings, "merge"):
+            _report(callback, "merge", 0, 1)
             result = self.merge(y, evs, image if blend else None, is_pano)
+            _report(callback, "merge", 1, 1)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
                                is_pano, timings, z_evs=evs)
 
@@ -171,6 +219,7 @@ class LatentHDRPipeline:
         width: int | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         multipass: bool = False,
+        callback: Progress | None = None,
         **source_options,
     ) -> LatentHDROutput:
         """Text to HDR: scene (one diffusion run) -> expose -> decode -> merge.
@@ -179,26 +228,32 @@ class LatentHDRPipeline:
         panorama: 2:1, seamless. generator: one, or one per prompt. multipass: the baseline, one scene-source
         run per EV (``ev=e``) from the same generator state, no head. source_options: passed to the source's
         ``generate`` (num_inference_steps, guidance_scale). Timings: text_encoding, diffusion, head, decode, merge.
+        callback: as in ``__call__``; the "diffusion" stage (text encoding included) has one unit per run.
         """
         self._require_scene_source(multipass)  # a clear error before any work
         evs = exposure.parse_ev_ladder(evs, require_zero=True)
         height, width = output_size(height, width, bool(panorama))
         timings = {"text_encoding": 0.0, "diffusion": 0.0, "head": 0.0}
         if multipass:
-            z = self.scene_per_ev(prompt, evs, panorama, height, width, generator, timings, **source_options)
+            z = self.scene_per_ev(prompt, evs, panorama, height, width, generator, timings, callback=callback,
+                                  **source_options)
             z0 = z[:, evs.index(0.0)]
         else:
+            _report(callback, "diffusion", 0, 1)
             z0 = self.scene(prompt, panorama, height, width, generator, timings, **source_options)
+            _report(callback, "diffusion", 1, 1)
             with _timed(timings, "decode"):  # a head that reads the EV-0 frame gets the decoded z0
                 inputs = self.head_inputs(z0, panorama)
             with _timed(timings, "head"):
-                z = self.expose(z0, evs, panorama, inputs)
+                z = self.expose(z0, evs, panorama, inputs, callback)
         with _timed(timings, "decode"):
-            y = self.decode(z, panorama, (height, width))
+            y = self.decode(z, panorama, (height, width), callback)
             shift = self.seam_shift_px if panorama else 0
             y = torch.roll(y, -shift, dims=-1) if shift else y
         with _timed(timings, "merge"):
+            _report(callback, "merge", 0, 1)
             result = self.merge(y, evs, None)
+            _report(callback, "merge", 1, 1)
         return LatentHDROutput(result.hdr, y, evs, z0, z, _per_image(result.plow), _per_image(result.phigh),
                                bool(panorama), timings, len(evs) if multipass else 1, shift)
 
@@ -228,16 +283,18 @@ class LatentHDRPipeline:
         return z0.to(self.codec.device, torch.float32)
 
     def scene_per_ev(self, prompt, evs, panorama: bool, height: int, width: int, generator, timings: dict,
-                     **source_options) -> torch.Tensor:
+                     callback: Progress | None = None, **source_options) -> torch.Tensor:
         """The multi-pass baseline: z [B, K, C, h, w], one run per EV, each from the same generator state."""
         generators = generator if isinstance(generator, (list, tuple)) else [generator]
         states = [g.get_state() if g is not None else None for g in generators]
         frames = []
+        _report(callback, "diffusion", 0, len(evs))
         for e in evs:
             for g, state in zip(generators, states):
                 if g is not None:
                     g.set_state(state)
             frames.append(self.scene(prompt, panorama, height, width, generator, timings, ev=e, **source_options))
+            _report(callback, "diffusion", len(frames), len(evs))
         return torch.stack(frames, dim=1)
 
     def _require_scene_source(self, multipass: bool):
@@ -250,9 +307,12 @@ class LatentHDRPipeline:
         return self.scene_source
 
     def describe(self, head_path: str | None = None) -> dict:
-        """What runs, for sidecars and EXR metadata (``registry.describe``) plus the head's precision."""
+        """What runs, for sidecars and EXR metadata (``registry.describe``) plus the head's precision. head_path:
+        the head file (None: the one this pipeline was loaded from, else the head shipped for the codec's space)."""
         from latenthdr.models import registry
 
+        if head_path is None and self.origins is not None:
+            head_path = self.origins["head"].file
         return registry.describe(self.codec, head_path) | {
             "head_precision": "bfloat16" if self.head_bfloat16 else "float32"}
 
@@ -291,21 +351,33 @@ class LatentHDRPipeline:
         return side_inputs(y0, d, unseen_maps=config.unseen_maps, read_frame=config.frame_channels > 0,
                            clipped_level=clipped_level)
 
-    def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool, inputs: dict | None = None) -> torch.Tensor:
+    def expose(self, z0: torch.Tensor, evs: Sequence[float], is_pano: bool, inputs: dict | None = None,
+               callback: Progress | None = None) -> torch.Tensor:
         """z0 [B,C,h,w] -> z [B,K,C,h,w]: every EV in one batched head pass (``head_precision``), or, for large
         images, in passes of as many EVs as ``HEAD_CELLS`` allows, which bounds the head's activations; ``inputs``:
-        what the head reads besides z0 (:meth:`head_inputs`)."""
+        what the head reads besides z0 (:meth:`head_inputs`). callback: ("head", passes done, passes)."""
         chunk = max(1, HEAD_CELLS // max(1, z0.shape[0] * z0.shape[-2] * z0.shape[-1]))
         evs = list(evs)
+        starts = range(0, len(evs), chunk)
+        _report(callback, "head", 0, len(starts))
+        passes = []
         with torch.autocast(z0.device.type, dtype=torch.bfloat16, enabled=self.head_bfloat16):
-            return torch.cat([self.head(z0, torch.tensor(evs[i:i + chunk], dtype=z0.dtype, device=z0.device),
-                                        panorama=is_pano, **(inputs or {})) for i in range(0, len(evs), chunk)], dim=1)
+            for i in starts:
+                passes.append(self.head(z0, torch.tensor(evs[i:i + chunk], dtype=z0.dtype, device=z0.device),
+                                        panorama=is_pano, **(inputs or {})))
+                _report(callback, "head", len(passes), len(starts))
+            return torch.cat(passes, dim=1)
 
-    def decode(self, z: torch.Tensor, is_pano: bool, size) -> torch.Tensor:
-        """z [B,K,C,h,w] -> y [B,K,3,H,W] display [0,1], decoded in chunks, cropped to the input size."""
-        from latenthdr.models.codecs import decode_bracket
-
-        y = decode_bracket(self.codec, z, chunk_size=self.decode_chunk_size, panorama=is_pano)
+    def decode(self, z: torch.Tensor, is_pano: bool, size, callback: Progress | None = None) -> torch.Tensor:
+        """z [B,K,C,h,w] -> y [B,K,3,H,W] display [0,1], decoded ``decode_chunk_size`` frames at a time (as
+        ``codecs.decode_bracket``), cropped to the input size. callback: ("decode", chunks done, chunks)."""
+        chunks = z.flatten(0, 1).split(self.decode_chunk_size)
+        _report(callback, "decode", 0, len(chunks))
+        frames = []
+        for chunk in chunks:
+            frames.append(self.codec.decode(chunk, chunk_size=self.decode_chunk_size, panorama=is_pano))
+            _report(callback, "decode", len(frames), len(chunks))
+        y = torch.cat(frames).unflatten(0, z.shape[:2])
         return y[..., : size[0], : size[1]].clamp(0, 1)
 
     def merged_frames(self, evs: Sequence[float]) -> list[int]:
@@ -314,33 +386,39 @@ class LatentHDRPipeline:
         return merge.merged_frames(evs, self.merge_options.get("knee_low", 0.0), self.merge_options.get("max_ev"))
 
     def decode_and_merge(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool, image: torch.Tensor,
-                         timings: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
+                         timings: dict | None = None, callback: Progress | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, list[float], list[float]]:
         """Selective decoding streamed into the input-preserving merge: (hdr [B, 3, H, W], decoded [B, H, W] bool,
         plow, phigh), with no whole bracket in memory.
 
         z: [B, K, C, h, w], the frames the merge reads (EVs ``evs``, :meth:`merged_frames`). Per image, the
         ``decode_tile`` tiles of :meth:`selective_plan` (the pixels with a clipped channel, and about one tile in
         ``CALIBRATION_TILE_EVERY`` for the calibration gains) are decoded in windows with the codec's exact margin
-        (``codecs.WindowDecoder``), at most ``WINDOW_CELLS`` cells at a time, and kept as tiles; where the windows,
+        (``codecs.WindowDecoder``), windows of at most ``WINDOW_CELLS`` cells (or more where the codec's
+        ``tail_cell_frames`` allows), as many frames at a time as that allows, and kept as tiles; where the windows,
         margins included, would hold more cells than the frame, the frame is decoded in bands of whole rows
         instead (the same tiles are kept). The gains come from the same subsample of those tiles as
         ``merge.calibration_gains`` takes, and each tile is merged apart (``merge.merge_region_with_input``: every
         step is per pixel). Every other pixel is the linearised input, as the merge leaves it. So the HDR is the
         merge of whole decoded frames (up to float rounding in the windows), and memory holds the wanted tiles of
         the merged frames, not the bracket. plow / phigh: the fractions of each image's pixels whose predicted
-        radiance needed the merge's dark / bright fallback. Adds "decode" and "merge" seconds to ``timings``."""
+        radiance needed the merge's dark / bright fallback. Adds "decode" and "merge" seconds to ``timings``.
+        callback: image by image, ("decode", windows done, the image's windows), then ("merge", images done, B)."""
         timings = {} if timings is None else timings
         hdrs, masks, plows, phighs = [], [], [], []
         for z_b, image_b in zip(z, image):
             with _timed(timings, "decode"):
-                tiles, decoded = self._decode_tiles(z_b, evs, is_pano, image_b)
+                tiles, decoded = self._decode_tiles(z_b, evs, is_pano, image_b, callback)
             with _timed(timings, "merge"):
+                if not hdrs:
+                    _report(callback, "merge", 0, len(image))
                 hdr, plow, phigh = self._merge_tiles(tiles, decoded, evs, is_pano, image_b)
             hdrs.append(hdr), masks.append(decoded), plows.append(plow), phighs.append(phigh)
+            _report(callback, "merge", len(hdrs), len(image))
         return torch.stack(hdrs).to(z.device), torch.stack(masks).to(z.device), plows, phighs
 
-    def _decode_tiles(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool,
-                      image: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    def _decode_tiles(self, z: torch.Tensor, evs: Sequence[float], is_pano: bool, image: torch.Tensor,
+                      callback: Progress | None = None) -> tuple[dict, torch.Tensor]:
         """One image's wanted tiles: ({(row, col) of the tile: [K, 3, th, tw] display frames}, decoded [H, W])."""
         from latenthdr.models.codecs import WindowDecoder, tile_runs, window_cells
 
@@ -355,15 +433,20 @@ class LatentHDRPipeline:
             windows = [(r * tile, min((r + 1) * tile, h), 0, w) for r in rows]
         decoder = WindowDecoder(self.codec, z, panorama=is_pano, margin=self.decode_margin)
         tiles: dict[tuple[int, int], torch.Tensor] = {}
-        for r0, r1, c0, c1 in _bounded_windows(_merge_rows(windows), tile, WINDOW_CELLS):
-            patch = torch.cat([decoder.decode(list(range(k, min(k + self.decode_chunk_size, len(evs)))), r0, r1, c0, c1)
-                               for k in range(0, len(evs), self.decode_chunk_size)])
+        budget = self.codec.tail_cell_frames  # cells x frames per tail call: what bounds the decoder's memory
+        pieces = _bounded_windows(_merge_rows(windows), tile, max(budget // self.decode_chunk_size, WINDOW_CELLS))
+        _report(callback, "decode", 0, len(pieces))
+        for done, (r0, r1, c0, c1) in enumerate(pieces, 1):
+            step = max(1, min(self.decode_chunk_size, budget // ((r1 - r0) * (c1 - c0))))
+            patch = torch.cat([decoder.decode(list(range(k, min(k + step, len(evs)))), r0, r1, c0, c1)
+                               for k in range(0, len(evs), step)])
             for i in range(r0 // tile, -(-r1 // tile)):
                 for j in range(c0 // tile, -(-c1 // tile)):
                     if wanted[i, j] and (i, j) not in tiles:
                         y0, x0 = (i * tile - r0) * d, (j * tile - c0) * d
                         th, tw = min(tile * d, height - i * tile * d), min(tile * d, width - j * tile * d)
                         tiles[i, j] = patch[..., y0:y0 + th, x0:x0 + tw].clone()
+            _report(callback, "decode", done, len(pieces))
         decoded = wanted.repeat_interleave(tile * d, 0).repeat_interleave(tile * d, 1)[:height, :width]
         return tiles, decoded
 
@@ -447,6 +530,11 @@ BRACKET_BYTES_PER_PIXEL_FRAME = 36.8
 MEMORY_MODELS = {"latenthdr-tiny-v1": (0.402e9, 0.0), "taef2": (1.073e9, 1078.0)}
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
+# Progress callbacks: ``callback(stage, done, total)``, with done 0 when a stage starts, then after each of its units.
+# Stages and their units: "encode" (1), "diffusion" (text-to-HDR: one per diffusion run), "head" (head passes),
+# "decode" (chunks of frames, or the windows of selective decoding), "merge" (1, or one per image when selective).
+Progress = Callable[[str, int, int], None]
+PROGRESS_STAGES = ("encode", "diffusion", "head", "decode", "merge")
 MERGE_OPTIONS = ("highlight_shrink", "rim_bound", "knee_high", "knee_low", "max_ev")
 # Our best on the val panoramas and photographs (docs/image-to-hdr.md, "Where the head is unsure"): half the
 # predicted excess over the clip level, in stops. It took the worst val image from -3.8 dB to -0.3 dB against its
@@ -490,28 +578,6 @@ def output_size(height, width, panorama: bool) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _load_scene(scene: str | None, codec: str | None, device, options: dict):
-    """(scene source or None, codec) for ``LatentHDRPipeline.from_pretrained``."""
-    from pathlib import Path
-
-    from latenthdr.models import registry
-
-    if scene is None:
-        return None, registry.load_codec_for(codec, device=device)
-    if scene == "embedded" or str(scene).endswith(".safetensors"):
-        from latenthdr.models.prior import load_prior_for
-
-        codec_model = registry.load_codec_for(codec, device=device)
-        path = None if scene == "embedded" else Path(scene)
-        return load_prior_for(codec_model, path, device=device, **options), codec_model
-    if codec is not None:
-        raise InputError("codec", "a backbone brings its own VAE; leave the codec unset with a backbone")
-    from latenthdr.models import backbones
-
-    source = backbones.load_backbone(str(scene), device=device, **options)
-    return source, source.codec()
-
-
 def _check_image(image) -> torch.Tensor:
     if not isinstance(image, torch.Tensor):
         raise InputError("image", f"expected a torch tensor [B,3,H,W], got {type(image).__name__}")
@@ -551,8 +617,9 @@ def _pad_to_multiple(image: torch.Tensor, multiple: int, wrap: bool) -> torch.Te
 # a 12-megapixel photo's one EV is 188 k): its U-Net activations, not the image, then set its memory.
 HEAD_CELLS = 1 << 18
 CALIBRATION_TILE_EVERY = 8  # selective decoding: one tile in this many is decoded for the calibration gains
-# Selective decoding runs the decoder's tail on at most this many latent cells at a time (times the frames of one
-# chunk): what bounds its memory, whatever the image size. 2^14 cells are 1 megapixel of the embedded codec's output.
+# Selective decoding cuts its windows to at most this many latent cells (2^14: 1 megapixel of output), or to the
+# codec's ``tail_cell_frames`` over the decode chunk where that is more, and runs as many frames of a window at a time
+# as ``tail_cell_frames`` allows: what bounds the decoder's memory, whatever the image size.
 WINDOW_CELLS = 1 << 14
 
 
@@ -602,6 +669,11 @@ def _per_image(value) -> list[float]:
     if isinstance(value, torch.Tensor):
         return [float(v) for v in value.flatten()]
     return [float(value)]
+
+
+def _report(callback: Progress | None, stage: str, done: int, total: int) -> None:
+    if callback is not None:
+        callback(stage, done, total)
 
 
 @contextmanager

@@ -271,6 +271,7 @@ class EmbeddedCodec(LatentCodec):
                          DOWNSCALE, wrap_columns(config))
         self.tail_radius = math.ceil(receptive_radius(config)[1])  # no global layer: the whole decoder tiles
         self.encode_radius_px = receptive_radius(config)[0]  # nor in the encoder: the whole encoder runs in bands
+        self.tail_cell_frames = 1 << 16  # its widest full-resolution layer is 3 channels (24 at half resolution)
 
     def _encode_raw(self, y):
         return self.module.encoder(y).contiguous()
