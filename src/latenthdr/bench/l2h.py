@@ -13,6 +13,9 @@ with the paper's decoded-only merge). Cases carry the folder they came from; ``s
 pooled, with each method's worst image against its linearised input.
 A method may also return scores of its own with its reconstruction: the head reports its latent error against the
 identity baseline (``latent_errors``), which ``summarise`` pools over images.
+This is the SI-HDR-like protocol; ``bench.camera`` makes cases of the camera-like one (noise, a camera response the
+methods are not told, JPEG), scored the same way, with the input linearised by the curve the case names
+(``Case.input_curve``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,14 +34,21 @@ from latenthdr.baselines import linearised, oracle as oracle_baseline
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark input. ref: [3,H,W] linear anchored reference; ldr: [3,H,W] 8-bit gamma-2.2 input.
-    ``dataset``: the folder it came from (results are reported per folder and pooled)."""
+    """One benchmark input. ref: [3,H,W] linear anchored reference; ldr: [3,H,W] 8-bit display-encoded input.
+    ``dataset``: the folder it came from (results are reported per folder and pooled). ``input_curve``: the display
+    curve the methods assume for ``ldr`` (the SI-HDR-like protocol: gamma2.2, the true one); ``camera``: the camera
+    the camera-like protocol drew for this case (``bench.camera``), None for the SI-HDR-like one; ``clipped``:
+    bool [H,W], the pixels the input lost to clipping where ``ldr`` alone does not say (a JPEG moves saturated codes
+    off 255), None: the pixels of ``ldr`` with a channel at code 255 (``clipped_mask``)."""
 
     name: str
     clip_fraction: float
     ref: torch.Tensor
     ldr: torch.Tensor
     dataset: str = ""
+    input_curve: str = "gamma2.2"
+    camera: dict | None = field(default=None, compare=False)
+    clipped: torch.Tensor | None = field(default=None, compare=False)
 
 
 def make_case(name: str, H: torch.Tensor, clip_fraction: float, dataset: str = "") -> Case:
@@ -61,7 +71,7 @@ def score(pred: torch.Tensor, case: Case, peak_nits: float = metrics.DEFAULT_PEA
     """Align ``pred`` [3,H,W] to the reference over the input's well-exposed pixels, then score it."""
     well = metrics.well_exposed_mask(case.ldr)
     aligned = pred * metrics.align_scale(pred, case.ref, well)
-    clipped = clipped_mask(case.ldr)
+    clipped = clipped_mask(case.ldr) if case.clipped is None else case.clipped
     error = metrics.log_error_stops(aligned, case.ref, clipped) if clipped.any() else {"rms": float("nan")}
     scores = {
         "stops": metrics.stops(aligned),
@@ -85,9 +95,18 @@ def clipped_energy(pred: torch.Tensor, ref: torch.Tensor, clipped: torch.Tensor)
     return float(Y[0] / Y[1])
 
 
-def linearised_input(ldr: torch.Tensor, evs: Sequence[float]) -> torch.Tensor:
+def linearised_input(ldr: torch.Tensor, evs: Sequence[float], curve: str = "gamma2.2") -> torch.Tensor:
     """Baseline with no expansion: the input's display curve inverted (clipped pixels stay at 1)."""
-    return linearised.linearised_input(ldr, curve="gamma2.2")
+    return linearised.linearised_input(ldr, curve=curve)
+
+
+def pipeline_input(case: Case, curve: str = "gamma2.2") -> torch.Tensor:
+    """The case's input as a pipeline trained on ``curve`` frames takes it (``cli.convert.load_input``'s conversion):
+    linearised with the case's assumed ``input_curve``, re-encoded with ``curve``; ``case.ldr`` itself when the two
+    curves are the same."""
+    if case.input_curve == curve:
+        return case.ldr
+    return response.encode(response.decode(case.ldr.float(), case.input_curve), curve).float()
 
 
 def oracle(case: Case, evs: Sequence[float]) -> torch.Tensor:
@@ -115,13 +134,14 @@ def run(
     """Score ``input``, ``oracle`` and every method on every case; one row per (case, method)."""
     rows = []
     for case in cases:
-        preds = {"input": linearised_input(case.ldr, evs), "oracle": oracle(case, evs)}
+        preds = {"input": linearised_input(case.ldr, evs, case.input_curve), "oracle": oracle(case, evs)}
         preds.update({name: fn(case, evs) for name, fn in methods.items()})
+        camera = {} if case.camera is None else {"camera": case.camera}
         for method, pred in preds.items():
             pred, extra = pred if isinstance(pred, tuple) else (pred, {})
             rows.append({"dataset": case.dataset, "image": case.name, "clip_fraction": case.clip_fraction,
                          "method": method,
-                         "ref_stops": metrics.stops(case.ref), **score(pred, case), **extra})
+                         "ref_stops": metrics.stops(case.ref), **score(pred, case), **extra, **camera})
         if progress is not None:
             progress(case)
     return rows

@@ -10,12 +10,20 @@ from latenthdr.cli._common import add_overwrite, print_json
 
 
 def register(sub) -> None:
-    bench = sub.add_parser("bench", help="benchmarks (l2h: the SI-HDR protocol on held-out HDR files)")
+    bench = sub.add_parser("bench", help="benchmarks (l2h: image-to-HDR on held-out HDR files; sihdr: a copy of the "
+                                         "SI-HDR dataset); docs/benchmarks.md")
     kinds = bench.add_subparsers(dest="bench", metavar="KIND", required=True)
     p = kinds.add_parser("l2h", help="image-to-HDR on held-out HDRs: stops, PU21-PSNR, clipped-pixel error, "
                                      "latent error against the identity")
     p.add_argument("--data", required=True, action="append", metavar="DIR",
                    help="folder of reference HDRs (.exr/.hdr); repeat for several (reported per folder and pooled)")
+    p.add_argument("--protocol", default="sihdr", choices=("sihdr", "camera"),
+                   help="how the LDR inputs are made: sihdr (default: clip, gamma 2.2, 8 bits) or camera (sensor "
+                        "noise, a camera response drawn per image, 8-bit JPEG at quality 85-95)")
+    p.add_argument("--input-curve", choices=("srgb", "gamma2.2"),
+                   help="--protocol camera: the curve the methods assume for the JPEG, as convert's --input-curve "
+                        "(default srgb; the camera's own curve is not given to them)")
+    p.add_argument("--seed", type=int, help="--protocol camera: base seed of the per-image cameras (default 0)")
     p.add_argument("--clip", default="0.03,0.05", help="clipped fractions of the LDR input (default 0.03,0.05)")
     p.add_argument("--codec", help="latent codec spec (default: the embedded default)")
     p.add_argument("--head", help="exposure head file (default: the head shipped for the codec)")
@@ -34,6 +42,116 @@ def register(sub) -> None:
     p.add_argument("--markdown", metavar="OUT.md", help="write the summary table as Markdown")
     add_overwrite(p)
     p.set_defaults(handler=run_l2h)
+    register_sihdr(kinds)
+
+
+def register_sihdr(kinds) -> None:
+    p = kinds.add_parser("sihdr", help="a copy of the SI-HDR dataset (Hanji et al. 2022): PU21-PSNR/SSIM of our "
+                                       "pipeline, the linearised input and the shipped reconstructions, with and "
+                                       "without the CRF correction")
+    p.add_argument("path", metavar="PATH", help="the SI-HDR folder: reference/*.exr, input/clip_95/*.png, "
+                                                "input/clip_97/*.png, optionally reconstructions/<method>/clip_9X/*.exr")
+    p.add_argument("--clip", default="95,97", help="clip levels to score (default 95,97: input/clip_95 and clip_97)")
+    p.add_argument("--methods", help="comma-separated reconstructions/<method> folders to score (default: all)")
+    p.add_argument("--no-ours", action="store_true", help="do not run our pipeline (score the shipped folders only)")
+    p.add_argument("--input-curve", default="gamma2.2", choices=("gamma2.2", "srgb"),
+                   help="display curve of the 8-bit inputs, for linearising them and for our pipeline (default "
+                        "gamma2.2, as the SI-HDR-like protocol)")
+    p.add_argument("--crf", default="hanji2022", choices=("hanji2022", "gamma"),
+                   help="CRF correction for the corrected scores: hanji2022 (default: the authors' released "
+                        "polynomial fit in PQ/Luv) or gamma (a gamma and a scale fitted in log luminance)")
+    p.add_argument("--peak-nits", type=float, default=4000.0,
+                   help="display peak the reference's maximum is mapped to, cd/m2 (default 4000, as SI-HDR)")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N reference images (0: all)")
+    p.add_argument("--no-ssim", action="store_true",
+                   help="leave out PU21-SSIM (on a CPU it takes most of the scoring time at 1920x1280)")
+    p.add_argument("--device", default="cpu", help="where our pipeline runs and the scores are computed (default cpu)")
+    p.add_argument("--codec", help="latent codec spec (default: the embedded default)")
+    p.add_argument("--head", help="exposure head file (default: the head shipped for the codec)")
+    p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
+    p.add_argument("--decoded-only", action="store_true", help="our pipeline with the paper's decoded-only merge "
+                                                               "(default: the input-preserving merge)")
+    add_merge_options(p)
+    p.add_argument("--json", metavar="OUT.json", help="write rows and summary as JSON")
+    p.add_argument("--markdown", metavar="OUT.md", help="write the summary table as Markdown")
+    add_overwrite(p)
+    p.set_defaults(handler=run_sihdr)
+
+
+def run_sihdr(args) -> int:
+    import math
+
+    from latenthdr import exposure, io
+    from latenthdr.bench import sihdr
+    from latenthdr.errors import InputError
+
+    levels = sihdr.parse_levels(args.clip)
+    if args.limit < 0:
+        raise InputError("--limit", f"got {args.limit}; accepted: 0 (all) or a positive count")
+    if not (math.isfinite(args.peak_nits) and args.peak_nits > 0):
+        raise InputError("--peak-nits", f"got {args.peak_nits}; accepted: a finite value > 0 (cd/m2)")
+    shipped = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
+    _check_device(args.device)
+    for out in (args.json, args.markdown):
+        if out:
+            io.check_output(out, args.overwrite, "--json/--markdown")
+    layout = sihdr.read_layout(args.path, levels, args.limit)
+    evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
+    timings: dict[str, float] = {}
+    methods, models = {}, None
+    if not args.no_ours:
+        from latenthdr.pipeline import LatentHDRPipeline
+
+        options = merge_options_of(args)
+        if args.decoded_only and options:
+            raise InputError("--decoded-only", "cannot be combined with --highlight-shrink or --rim-bound (options "
+                                               "of the input-preserving merge)")
+        pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, device=args.device,
+                                                 merge_options=options)
+        models = {**pipe.describe(args.head), "merge": "decoded-only" if args.decoded_only else "input-preserving",
+                  "merge_options": pipe.merge_options}
+
+        def ours(ldr, curve):
+            from latenthdr import response
+
+            out = pipe(response.encode(response.decode(ldr, curve), pipe.curve), evs=evs, blend=not args.decoded_only)
+            for stage, seconds in out.timings.items():
+                timings[stage] = timings.get(stage, 0.0) + seconds
+            return out.hdr[0]
+        methods["latenthdr"] = ours
+    started = time.perf_counter()
+    rows = sihdr.run(layout, levels, methods, input_curve=args.input_curve, shipped=shipped,
+                     peak_nits=args.peak_nits, crf_model=args.crf, ssim=not args.no_ssim, device=args.device,
+                     progress=lambda name, level: print(f"  {name} @ {level}", file=sys.stderr))
+    table = sihdr.summarise(rows)
+    report = _finite_or_none({
+        "path": str(args.path), "levels": levels, "images": len(layout.references), "input_curve": args.input_curve,
+        "crf": args.crf, "peak_nits": args.peak_nits, "ssim": not args.no_ssim,
+        "methods": list(dict.fromkeys(r["method"] for r in rows)),
+        "evs": list(evs) if methods else None, "models": models, "summary": table, "rows": rows,
+        "pipeline_seconds": timings, "wall_seconds": time.perf_counter() - started})
+    if args.json:
+        io.write_json(args.json, report, overwrite=args.overwrite)
+    if args.markdown:
+        with io.atomic_output(args.markdown, args.overwrite) as temp:
+            temp.write_text(sihdr.markdown_table(table) + "\n", encoding="utf-8")
+    print_json({k: v for k, v in report.items() if k != "rows"})
+    return 0
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from latenthdr.errors import InputError
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise InputError("--device", f"cannot read {device!r}; accepted: cpu, cuda, cuda:N, mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(kind, False):
+        raise InputError("--device", f"{device}: no such device on this machine")
 
 
 def add_merge_options(p) -> None:
@@ -129,11 +247,35 @@ def load_references(data: str, width: int, limit: int, max_side: int = 0):
         yield path.stem, H
 
 
+def protocol_of(args):
+    """The case maker of --protocol (name, H, clip fraction, folder label) -> l2h.Case, and what the report adds
+    for it (nothing for sihdr: its report is what it was before the camera protocol existed)."""
+    from latenthdr.bench import camera, l2h
+    from latenthdr.errors import InputError
+
+    if args.protocol == "sihdr":
+        for flag, value in (("--input-curve", args.input_curve if args.input_curve != "gamma2.2" else None),
+                            ("--seed", args.seed)):
+            if value is not None:
+                raise InputError(flag, "applies to --protocol camera; the sihdr protocol's inputs are gamma 2.2 "
+                                       "and draw nothing")
+        return l2h.make_case, {}
+    seed = 0 if args.seed is None else args.seed
+    if seed < 0:
+        raise InputError("--seed", f"got {seed}; accepted: an integer >= 0")
+    curve = args.input_curve or "srgb"
+
+    def make(name, H, clip_fraction, label):
+        return camera.make_camera_case(name, H, clip_fraction, label, seed=seed, input_curve=curve)
+    return make, {"protocol": "camera", "input_curve": curve, "seed": seed, "camera_model": camera.describe_model()}
+
+
 def run_l2h(args) -> int:
     from latenthdr import exposure, io
     from latenthdr.bench import l2h
     from latenthdr.pipeline import LatentHDRPipeline
 
+    make_case, protocol = protocol_of(args)
     clips = _clip_fractions(args.clip)
     evs = exposure.parse_ev_ladder(args.evs, "--evs")
     labels = dataset_labels(args.data)
@@ -151,7 +293,8 @@ def run_l2h(args) -> int:
             if last.get("case") is not case:
                 last.update(case=case, **case_outputs(pipe, case, ladder, cache, timings))
             y, panorama = last["brackets"], last["panorama"]
-            hdr = pipe.merge(y[None], ladder, case.ldr[None] if blend else None, panorama).hdr[0]
+            image = l2h.pipeline_input(case, pipe.curve)
+            hdr = pipe.merge(y[None], ladder, image[None] if blend else None, panorama).hdr[0]
             if not with_latents:
                 return hdr
             return hdr, l2h.latent_errors(last["z"], last["z0"], last["targets"])
@@ -159,13 +302,13 @@ def run_l2h(args) -> int:
 
     methods = {"decoded-only": method(False, True)} if args.decoded_only else {
         "head": method(True, True), "decoded-only": method(False, False)}
-    cases = [l2h.make_case(name, H, c, label) for folder, label in zip(args.data, labels)
+    cases = [make_case(name, H, c, label) for folder, label in zip(args.data, labels)
              for name, H in load_references(folder, args.width, args.limit, args.max_side) for c in clips]
     started = time.perf_counter()
     rows = l2h.run(cases, evs, methods, progress=lambda case: print(
         f"  {case.dataset}/{case.name} @ {case.clip_fraction:.0%}", file=sys.stderr))
     table = l2h.summarise(rows)
-    report = {"evs": list(evs), "models": pipe.describe(args.head), "merge_options": pipe.merge_options,
+    report = {**protocol, "evs": list(evs), "models": pipe.describe(args.head), "merge_options": pipe.merge_options,
               "data": dict(zip(labels, args.data)),
               "width": args.width, "max_side": args.max_side, "summary": table, "rows": rows,
               "pipeline_seconds": timings, "wall_seconds": time.perf_counter() - started}
@@ -173,7 +316,10 @@ def run_l2h(args) -> int:
     if args.json:
         io.write_json(args.json, report, overwrite=args.overwrite)
     if args.markdown:
-        text = (l2h.markdown_table(table) + "\n\nPer image, worst first:\n\n"
+        heading = "" if not protocol else (
+            f"Camera protocol (seed {protocol['seed']}): noise, a drawn camera response, JPEG 85-95; the methods "
+            f"linearise the JPEG as {protocol['input_curve']}.\n\n")
+        text = (heading + l2h.markdown_table(table) + "\n\nPer image, worst first:\n\n"
                 + l2h.markdown_per_image(rows, list(methods)) + "\n")
         with io.atomic_output(args.markdown, args.overwrite) as temp:
             temp.write_text(text, encoding="utf-8")
@@ -189,7 +335,7 @@ def case_outputs(pipe, case, evs, cache, timings: dict) -> dict:
     found = None if cache is None else cache.load(case, evs)
     if found is not None:
         return found
-    out = pipe(case.ldr, evs=evs, blend=False)
+    out = pipe(l2h.pipeline_input(case, pipe.curve), evs=evs, blend=False)
     for stage, seconds in out.timings.items():
         timings[stage] = timings.get(stage, 0.0) + seconds
     started = time.perf_counter()
@@ -212,11 +358,13 @@ class BracketCache:
         self.identity = {"space": pipe.codec.space, "head_sha256": pipe.describe(head_path)["head_sha256"]}
 
     def _path(self, case) -> Path:
-        return self.folder / f"{case.dataset.replace('/', '_')}-{case.name}-{case.clip_fraction:g}.safetensors"
+        camera = "" if case.camera is None else f"-camera{case.camera['seed']}-{case.input_curve}"
+        return self.folder / f"{case.dataset.replace('/', '_')}-{case.name}-{case.clip_fraction:g}{camera}.safetensors"
 
     def _identity(self, case, evs) -> dict:
+        camera = {} if case.camera is None else {"camera": case.camera, "input_curve": case.input_curve}
         return {**self.identity, "evs": list(evs), "size": list(case.ldr.shape[-2:]),
-                "clip_fraction": case.clip_fraction}
+                "clip_fraction": case.clip_fraction, **camera}
 
     def load(self, case, evs) -> dict | None:
         import json
