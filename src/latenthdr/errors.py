@@ -24,3 +24,8 @@ class OutputExistsError(LatentHDRError, FileExistsError):
     def __init__(self, path):
         self.path = path
         super().__init__(f"{path}: exists; pass --overwrite (overwrite=True) to replace it")
+
+
+class WriteFailedError(LatentHDRError):
+    """The system refused to write an output (a full disk, an I/O error): not the caller's arguments. The CLI exits
+    with 1 for it, as for other refusals of the system, and 2 for every other ``LatentHDRError``."""

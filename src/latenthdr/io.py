@@ -37,7 +37,7 @@ import torch
 
 from latenthdr._exr import (JSON_PREFIX, METADATA_PREFIX, READ_INFO_KEY, REC709_CHROMATICITIES, assemble,
                             choose_layer, exr_metadata, json_default, metadata_attributes)
-from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
+from latenthdr.errors import InputError, LatentHDRError, OutputExistsError, WriteFailedError
 
 __all__ = ["HdrImage", "LdrImage", "read_image", "read_hdr", "read_ldr", "exr_metadata", "check_output",
            "atomic_output", "output_set", "recover_outputs", "temporary_name", "is_temporary", "write_exr", "check_bracket_dir", "write_bracket_dir", "read_bracket_dir", "write_hdr", "write_png", "write_json", "to_tensor", "to_numpy",
@@ -442,7 +442,7 @@ def atomic_output(path, overwrite: bool = False, argument: str = "output",
         raise
 
 
-def write_failed(path: Path, detail: str) -> LatentHDRError:
+def write_failed(path: Path, detail: str) -> WriteFailedError:
     """The error for a write that failed (a full disk, a read-only folder): what happened, the free space left."""
     import shutil
 
@@ -450,7 +450,7 @@ def write_failed(path: Path, detail: str) -> LatentHDRError:
         free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f} MiB free there"
     except OSError:
         free = "free space unknown"
-    return LatentHDRError(f"{path}: could not be written ({detail}; {free}); nothing was written there")
+    return WriteFailedError(f"{path}: could not be written ({detail}; {free}); nothing was written there")
 
 
 # Temporaries and commit journals: ".NAME.latenthdr-PID-RANDOM.SUFFIX" beside the final NAME. The pid tells the
@@ -569,7 +569,7 @@ def output_set(paths: Mapping[str, Path], *, overwrite: bool = False, argument: 
             message = message.replace(str(temp), str(finals[key]))
         if message == str(error):
             raise
-        raise LatentHDRError(message) from None
+        raise (WriteFailedError if isinstance(error, WriteFailedError) else LatentHDRError)(message) from None
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -14,7 +14,7 @@ import sys
 import threading
 
 from latenthdr import __version__
-from latenthdr.errors import InputError, LatentHDRError
+from latenthdr.errors import InputError, LatentHDRError, WriteFailedError
 
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 1  # the system refused (a disk error, no memory): not the user's arguments
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
         return code
     except LatentHDRError as err:
-        return _fail(args.command, user_message(err, getattr(args, "flags", frozenset())), EXIT_USAGE)
+        code = EXIT_ENVIRONMENT if isinstance(err, WriteFailedError) else EXIT_USAGE
+        return _fail(args.command, user_message(err, getattr(args, "flags", frozenset())), code)
     except BrokenPipeError:  # the reader of our stdout went away (e.g. `| head`): not an error of ours
         _quiet_stdout()
         return 0
