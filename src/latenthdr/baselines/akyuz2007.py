@@ -13,7 +13,8 @@ which first removes the display gamma), Y is the luminance of the *linearised* i
 chromaticity (rgb * L / Y). The result is then put back on the input's scale (``common.match_input_scale``): with
 gamma = 1 this is the linearised input up to the black offset Y_min, which is the point of the baseline: a global
 expansion adds no information where the input clipped. The offset darkens the darkest pixels towards 0, which
-PU21 punishes (up to -22 dB against the linearised input on a val photograph: benchmarks/baselines_l2h.py).
+PU21 punishes (up to -22 dB against the linearised input on a val photograph at 512 px; `latenthdr bench l2h`,
+docs/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--brackets-cache", metavar="DIR",
                    help="keep each case's decoded bracket and latents here and reuse them (same head, codec, ladder "
                         "and size): re-scoring other merge settings then decodes nothing")
+    p.add_argument("--baselines", default="all",
+                   help="comma-separated baselines scored beside ours (latenthdr.baselines: akyuz2007, huo2014, "
+                        "highlight-boost, expandnet); 'all' (default: every one whose weights are present), 'none'")
     p.add_argument("--json", metavar="OUT.json", help="write rows and summary as JSON")
     p.add_argument("--markdown", metavar="OUT.md", help="write the summary table as Markdown")
     add_overwrite(p)
@@ -50,7 +53,8 @@ def register_sihdr(kinds) -> None:
                                        "pipeline, the linearised input and the shipped reconstructions, with and "
                                        "without the CRF correction")
     p.add_argument("path", metavar="PATH", help="the SI-HDR folder: reference/*.exr, input/clip_95/*.png, "
-                                                "input/clip_97/*.png, optionally reconstructions/<method>/clip_9X/*.exr")
+                                                "input/clip_97/*.png, optionally "
+                                                "reconstructions/<method>/clip_9X/*.exr")
     p.add_argument("--clip", default="95,97", help="clip levels to score (default 95,97: input/clip_95 and clip_97)")
     p.add_argument("--methods", help="comma-separated reconstructions/<method> folders to score (default: all)")
     p.add_argument("--no-ours", action="store_true", help="do not run our pipeline (score the shipped folders only)")
@@ -282,6 +286,7 @@ def run_l2h(args) -> int:
     for out in (args.json, args.markdown):
         if out:
             io.check_output(out, args.overwrite, "--json/--markdown")
+    extra = baseline_methods(args.baselines)  # refused before any model loads
     pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head,
                                              merge_options=merge_options_of(args))
     timings: dict[str, float] = {}
@@ -302,6 +307,7 @@ def run_l2h(args) -> int:
 
     methods = {"decoded-only": method(False, True)} if args.decoded_only else {
         "head": method(True, True), "decoded-only": method(False, False)}
+    methods.update(extra)
     cases = [make_case(name, H, c, label) for folder, label in zip(args.data, labels)
              for name, H in load_references(folder, args.width, args.limit, args.max_side) for c in clips]
     started = time.perf_counter()
@@ -325,6 +331,37 @@ def run_l2h(args) -> int:
             temp.write_text(text, encoding="utf-8")
     print_json({k: v for k, v in report.items() if k != "rows"})
     return 0
+
+
+def baseline_methods(spec: str) -> dict:
+    """--baselines -> {name: l2h method}: each baseline reads the case's input with the curve the case assumes
+    (``Case.input_curve``), as our pipeline does. 'all': every registry baseline but input and oracle (scored
+    always), ExpandNet only where its released weights are found; 'none': no baseline."""
+    from latenthdr import baselines
+    from latenthdr.baselines import expandnet
+    from latenthdr.errors import InputError
+
+    always = ("input", "oracle")
+    if spec == "none":
+        return {}
+    if spec == "all":
+        names = [n for n in baselines.BASELINES if n not in always]
+        try:
+            expandnet.find_expandnet_weights()
+        except InputError:
+            names.remove("expandnet")
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in baselines.BASELINES or n in always]
+        if unknown or not names:
+            raise InputError("--baselines", f"got {spec!r}; accepted: all, none, or names among "
+                                            f"{', '.join(n for n in baselines.BASELINES if n not in always)}")
+        if "expandnet" in names:
+            expandnet.find_expandnet_weights()  # a missing file: one line before any work
+
+    def method(baseline):
+        return lambda case, evs: baseline(case.ldr, curve=case.input_curve)
+    return {name: method(baselines.get(name)) for name in names}
 
 
 def case_outputs(pipe, case, evs, cache, timings: dict) -> dict:
