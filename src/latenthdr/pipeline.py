@@ -316,10 +316,15 @@ class LatentHDRPipeline:
         return registry.describe(self.codec, head_path) | {
             "head_precision": "bfloat16" if self.head_bfloat16 else "float32"}
 
-    def memory_estimate(self, height: int, width: int, frames: int) -> int | None:
+    def memory_estimate(self, height: int, width: int, frames: int, selective: bool = True) -> int | None:
         """Estimated peak resident memory, in bytes, of image-to-HDR of one ``height`` x ``width`` image with
-        ``frames`` EVs in this process (models, torch and the job), or None for a latent space not measured
-        (``MEMORY_MODELS``)."""
+        ``frames`` EVs in this process (models, torch and the job), or None for a latent space not measured.
+        selective: the default call (the input-preserving merge over selectively decoded tiles,
+        ``STREAMED_MEMORY_MODELS``: no whole bracket, so the frames hardly count); False: every frame decoded whole
+        (``blend=False`` or ``selective=False``, ``MEMORY_MODELS``)."""
+        if selective and self.codec.tail_radius is not None:
+            model = STREAMED_MEMORY_MODELS.get(self.codec.space)
+            return None if model is None else int(model[0] + height * width * model[1])
         model = MEMORY_MODELS.get(self.codec.space)
         if model is None:
             return None
@@ -528,6 +533,11 @@ DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
 # decoder's activations, which grow with the image and not with the frames.
 BRACKET_BYTES_PER_PIXEL_FRAME = 36.8
 MEMORY_MODELS = {"latenthdr-tiny-v1": (0.402e9, 0.0), "taef2": (1.073e9, 1078.0)}
+# The same with selective decoding merged tile by tile (the default): bytes = base + pixels x per_pixel, fitted to
+# whole-process runs at 1 and 12 (embedded) and at 1 and 4 megapixels (TAEF2), 13 EVs, on 2026-12-02
+# (benchmarks/memory.py, docs/image-to-hdr.md). The base holds the models and the decoder's bounded windows
+# (``codecs.LatentCodec.tail_cell_frames``); per pixel: the input's float copies, the HDR, the previews.
+STREAMED_MEMORY_MODELS = {"latenthdr-tiny-v1": (0.46e9, 141.0), "taef2": (2.29e9, 303.0)}
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
 # Progress callbacks: ``callback(stage, done, total)``, with done 0 when a stage starts, then after each of its units.
