@@ -159,7 +159,7 @@ def test_bench_l2h_camera_protocol(tiny_models, tmp_path, capsys):
     for seed in range(2):
         io.write_hdr(data / f"s{seed}.hdr", io.to_numpy(scenes.sky_panorama(32, 64, sun_yaw_deg=40 * seed, seed=seed)))
     common = ["bench", "l2h", "--data", data, "--clip", "0.05", "--evs", "-4:2:2", "--codec", tiny_models / "vae",
-              "--head", tiny_models / "head.safetensors"]
+              "--head", tiny_models / "head.safetensors", "--baselines", "none"]
     code, report, err = run(capsys, *common, "--protocol", "camera", "--seed", "3", "--json", tmp_path / "c.json",
                             "--markdown", tmp_path / "c.md")
     assert code == 0, err

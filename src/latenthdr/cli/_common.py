@@ -123,6 +123,32 @@ def shipped_weights(kind: str, space: str) -> dict | None:
     return None
 
 
+def add_device(parser) -> None:
+    """--device of the inference commands (generate, convert)."""
+    parser.add_argument("--device", default="cpu",
+                        help="where the models run: cpu (default), cuda, cuda:N, mps; under accelerate launch, cuda is "
+                             "each process's own GPU (docs/scale-out.md)")
+
+
+def check_device(device: str) -> None:
+    """InputError naming --device unless ``device`` names a device of this machine ("cpu" needs no torch)."""
+    if device == "cpu":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError("--device", f"cannot read {device!r}; accepted: cpu, cuda, cuda:N, mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(parsed.type, False):
+        raise InputError("--device", f"{device}: no such device on this machine")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise InputError("--device", f"{device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                     f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+
 def add_overwrite(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 

@@ -1,14 +1,19 @@
-"""``latenthdr convert``: image-to-HDR with the LatentHDR pipeline (zero diffusion runs)."""
+"""``latenthdr convert``: image-to-HDR with the LatentHDR pipeline (zero diffusion runs).
+
+``convert IN -o OUT.exr`` converts one image; ``convert IN... -o DIR`` (several images, or folders of them)
+converts each into DIR, each independently of the others, so a run under ``accelerate launch`` (the images shared
+between its processes, ``latenthdr.distributed``; docs/scale-out.md) writes the same files as one process."""
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from latenthdr.cli._common import (FORMATS, OutputOptions, add_max_memory, add_output_options, add_overwrite,
-                                   check_max_memory, check_memory, output_options_of, print_json,
-                                   refuse_panorama_options, shipped_weights)
+from latenthdr.cli._common import (FORMATS, OutputOptions, add_device, add_max_memory, add_output_options,
+                                   add_overwrite, check_device, check_max_memory, check_memory, output_options_of,
+                                   print_json, refuse_panorama_options, shipped_weights)
 from latenthdr.cli.bench import add_merge_options, merge_options_of
 
 
@@ -17,8 +22,12 @@ def register(sub) -> None:
                                        "JSON)",
                        description="Image-to-HDR. The bracket sheet (OUT.bracket.png) shows " + BRACKET_SHEET + "; by "
                                    "default only the tiles around the input's clipped pixels are decoded.")
-    p.add_argument("input", metavar="IN", help="LDR image (.png/.jpg/.tif, 8 or 16 bit) or a clipped linear .exr")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|OUT.hdr", help="output HDR (.exr or .hdr)")
+    p.add_argument("input", metavar="IN", nargs="+",
+                   help="LDR image (.png/.jpg/.tif, 8 or 16 bit) or a clipped linear .exr; or several, or a folder of "
+                        "them (then -o is a folder)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.exr|OUT.hdr|DIR",
+                   help="output HDR (.exr or .hdr); with several inputs or a folder IN, a folder (created if absent) "
+                        "where each input NAME.ext gets NAME.exr (.hdr with --format hdr) and its companions")
     p.add_argument("--codec", help="latent codec: 'embedded' (default when shipped), 'taef2', a VAE dir or hub id")
     p.add_argument("--head", help="exposure head .safetensors (default: the head shipped for the codec)")
     p.add_argument("--evs", default="-7:5:1", help="EV ladder (default -7:5:1)")
@@ -34,7 +43,9 @@ def register(sub) -> None:
     p.add_argument("--half", action="store_true", help="write half floats (refused if values overflow)")
     add_output_options(p)
     p.add_argument("--no-previews", action="store_true", help="write only the HDR and the JSON sidecar")
+    p.add_argument("--skip-existing", action="store_true", help="skip inputs whose output set is already complete")
     add_max_memory(p)
+    add_device(p)
     add_overwrite(p)
     p.set_defaults(handler=run_convert)
 
@@ -164,8 +175,19 @@ def _panorama_expected(panorama: str, size: tuple[int, int]) -> bool:
     return {"on": True, "off": False}.get(panorama, equirect.is_equirectangular(size[1], size[0]))
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """One image to convert: the input file (as given, or found in a folder IN) and its output set's paths."""
+
+    input: str
+    paths: dict
+
+
 def run_convert(args) -> int:
-    from latenthdr import exposure, io, metrics, tonemap
+    """Check every conversion on every process, load the models, wait for the other processes, convert this
+    process's share (all of them in a plain run), report once (the main process): one input's report, or for
+    several the files written."""
+    from latenthdr import distributed, exposure
     from latenthdr.errors import InputError
     from latenthdr.pipeline import LatentHDRPipeline
 
@@ -174,32 +196,146 @@ def run_convert(args) -> int:
     if args.decoded_only and (args.blend or merge_options_of(args)):
         raise InputError("--decoded-only", "cannot be combined with --blend, --highlight-shrink or --rim-bound "
                                            "(options of the input-preserving merge)")
-    blend = not args.decoded_only
     check_max_memory(args.max_memory)  # before any work
-    options = output_options_of(args, args.output)
-    paths = output_paths(args.output, not args.no_previews, options.format)
-    for path in paths.values():
-        io.check_output(path, args.overwrite, "--output")
-        if path.resolve() == Path(args.input).resolve():
-            raise InputError("--output", f"{path} would replace the input IN; choose another output name")
-    size = io.check_image_size(args.input, "IN")
-    if size is not None and not _panorama_expected(args.panorama, size):
-        refuse_panorama_options(options, f"IN ({size[0]}x{size[1]})")
+    check_device(args.device)
+    batch = is_batch(args.input)
+    options = output_options_of(args, None if batch else args.output)
+    processes = distributed.processes(cpu=args.device == "cpu")
+    todo, skipped, sizes = check_conversions(plan_conversions(args, options.format, batch), args, options, batch)
     t0 = time.perf_counter()
-    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, merge_options=merge_options_of(args))
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, device=processes.device(args.device),
+                                             merge_options=merge_options_of(args))
     load_s = time.perf_counter() - t0
-    estimate = None if size is None else pipe.memory_estimate(size[1], size[0], len(evs))
-    check_memory(estimate, args.max_memory, f"converting {size[0]}x{size[1]} pixels with {len(evs)} EVs" if size else "",
+    estimates = [_check_memory(pipe, job, size, len(evs), args, batch) for job, size in zip(todo, sizes)]
+    processes.wait()  # every process has checked every conversion before any process writes
+    mine = processes.split(list(zip(todo, estimates)))
+    reports = [convert_one(pipe, job, evs, args, options, load_s, started if not batch else time.perf_counter(),
+                           estimate) for job, estimate in mine]
+    written = processes.gather([r["output"][options.format] for r in reports])
+    if not processes.is_main:
+        return 0
+    if not batch and reports:
+        print_json(reports[0])
+        return 0
+    summary = {"written": written, "skipped": skipped, "load_models_s": load_s}
+    if processes.count > 1:
+        summary["processes"] = processes.count
+    print_json(summary)
+    return 0
+
+
+def is_batch(inputs: list[str]) -> bool:
+    """Whether IN is several images or a folder (then -o is a folder), not the one image of ``convert IN -o OUT``."""
+    return len(inputs) > 1 or Path(inputs[0]).is_dir()
+
+
+def plan_conversions(args, fmt: str, batch: bool) -> list[Conversion]:
+    """The conversions of IN: one to -o, or (``batch``) each image given or found in a folder IN to -o DIR/NAME.exr
+    (NAME: the input's name without its suffix; .hdr with --format hdr). InputError for a folder without images,
+    for -o that is not a folder, or for two inputs that would write the same file."""
+    from latenthdr.errors import InputError
+
+    previews = not args.no_previews
+    if not batch:
+        return [Conversion(args.input[0], output_paths(args.output, previews, fmt))]
+    folder = Path(args.output)
+    if folder.suffix.lower() in FORMATS.values() or folder.is_file():
+        raise InputError("--output", f"{folder}: with several inputs or a folder IN, -o is a folder (created if "
+                                     "absent)")
+    files = [f for given in args.input for f in (images_in(Path(given)) if Path(given).is_dir() else [given])]
+    by_name: dict[str, str] = {}
+    for file in files:
+        name = Path(file).stem + FORMATS[fmt]
+        if name in by_name:
+            raise InputError("IN", f"{by_name[name]} and {file} would both be written as {folder / name}; convert "
+                                   "them into different folders")
+        by_name[name] = file
+    return [Conversion(file, output_paths(str(folder / name), previews, fmt)) for name, file in by_name.items()]
+
+
+def images_in(folder: Path) -> list[str]:
+    """The images directly in ``folder`` that convert reads, sorted by name: LDR and HDR files, less hidden files
+    (temporaries), previews and bracket sheets, and HDR files whose sidecar names them as its output (what an
+    earlier convert wrote there). InputError when there is none."""
+    from latenthdr import io
+    from latenthdr.errors import InputError
+
+    accepted = io.LDR_EXTENSIONS + io.HDR_EXTENSIONS
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in accepted
+                   and not p.name.startswith(".") and not p.name.endswith((".preview.png", ".bracket.png"))
+                   and not _written_by_us(p))
+    if not files:
+        raise InputError("IN", f"{folder}: no images; accepted: a folder of {', '.join(accepted)} files")
+    return [str(p) for p in files]
+
+
+def _written_by_us(path: Path) -> bool:
+    import json
+
+    sidecar = path.with_suffix(".json")
+    if path.suffix.lower() not in (".exr", ".hdr") or not sidecar.is_file():
+        return False
+    try:
+        named = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {})
+        return isinstance(named, dict) and any(Path(v).name == path.name for v in named.values())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_conversions(jobs: list[Conversion], args, options: OutputOptions, batch: bool):
+    """Before any work: the conversions to make (less complete sets with --skip-existing), the skipped outputs, and
+    each input's (width, height) from its header (None: read whole later). Refuses an existing output (without
+    --overwrite), an output that is the input, and panorama options for a perspective input."""
+    from latenthdr import io
+    from latenthdr.cli.generate import _complete, _make_folder
+    from latenthdr.errors import InputError
+
+    if batch:
+        _make_folder(Path(args.output))
+        io.recover_outputs(Path(args.output))
+    todo, skipped, sizes = [], [], []
+    for job in jobs:
+        if args.skip_existing and _complete(job.paths):
+            skipped.append(str(image_path(job.paths)))
+            continue
+        for path in job.paths.values():
+            io.check_output(path, args.overwrite, "--output")
+            if path.resolve() == Path(job.input).resolve():
+                raise InputError("--output", f"{path} would replace the input IN; choose another output name")
+        size = io.check_image_size(job.input, "IN")
+        if size is not None and not _panorama_expected(args.panorama, size):
+            refuse_panorama_options(options, f"{job.input if batch else 'IN'} ({size[0]}x{size[1]})")
+        todo.append(job)
+        sizes.append(size)
+    return todo, skipped, sizes
+
+
+def _check_memory(pipe, job: Conversion, size, n_evs: int, args, batch: bool):
+    """The peak-memory estimate (bytes; None without the size) of one conversion; InputError over --max-memory."""
+    estimate = None if size is None else pipe.memory_estimate(size[1], size[0], n_evs,
+                                                              selective=not args.decoded_only)
+    what = f"converting {size[0]}x{size[1]} pixels with {n_evs} EVs" if size else ""
+    check_memory(estimate, args.max_memory, f"{job.input}: {what}" if batch and what else what,
                  "convert a smaller copy of the image or use fewer EVs (the embedded codec needs the least)")
-    image, source = load_input(args.input, args.input_curve)
+    return estimate
+
+
+def convert_one(pipe, job: Conversion, evs, args, options: OutputOptions, load_s: float, started: float,
+                estimate) -> dict:
+    """Convert one image and write its HDR, previews and sidecar (``write_output_set``); returns the sidecar."""
+    from latenthdr import exposure, metrics, tonemap
+
+    blend = not args.decoded_only
+    image, source = load_input(job.input, args.input_curve)
     out = pipe(image, evs=evs, panorama={"on": True, "off": False}.get(args.panorama, "auto"), blend=blend)
     hdr = out.hdr[0]
     models = pipe.describe(args.head)
     if args.codec in (None, "embedded"):
         models["codec_weights"] = shipped_weights("codec", pipe.codec.space)
+    paths = job.paths
     report = {"input": source, "output": {k: str(v) for k, v in paths.items()}, "evs": list(evs),
-              "panorama": out.panorama, "merge": merge_name(blend), "merge_options": pipe.merge_options if blend else {},
-              "models": models, "plow": out.plow[0],
+              "panorama": out.panorama, "merge": merge_name(blend),
+              "merge_options": pipe.merge_options if blend else {}, "models": models, "plow": out.plow[0],
               "phigh": out.phigh[0], "stops": metrics.stops(hdr), "size": list(hdr.shape[-2:]),
               "decoded_fraction": 1.0 if out.decoded is None else float(out.decoded.float().mean()),
               "memory_estimate_gb": None if estimate is None else round(estimate / 1e9, 3)}
@@ -209,9 +345,8 @@ def run_convert(args) -> int:
                                                                   [f"EV {e:+g}" for e in evs], columns=7)
     report["timings_s"] = {"load_models": load_s, **out.timings}
     write_output_set(paths, hdr, sheet, report, options=options, panorama=out.panorama, overwrite=args.overwrite,
-                     inputs=(args.input,), started=started, what=f"IN ({hdr.shape[-1]}x{hdr.shape[-2]})",
-                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "input": args.input,
+                     inputs=(job.input,), started=started, what=f"IN ({hdr.shape[-1]}x{hdr.shape[-2]})",
+                     metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space, "input": job.input,
                                "input_sha256": source["sha256"], "merge": merge_name(blend),
                                "head": models["head"] or ""})
-    print_json(report)
-    return 0
+    return report

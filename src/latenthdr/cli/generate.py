@@ -3,9 +3,11 @@
 One prompt: ``-o OUT.exr`` (or OUT.hdr) gets OUT.exr, OUT.json (sidecar: prompt, seed, models, timings, metrics),
 OUT.preview.png and OUT.bracket.png. A prompt file (``--prompts``): ``-o`` is a folder and item i (its position
 in the file, 0-based) is written as ``NNNN-slug.exr`` (``.hdr`` with --format hdr; + companions); its seed is the
-item's own or one derived from ``--seed`` and i, so a shard (``--shard i/n``: the items with index mod n == i) or
-a rerun with ``--skip-existing`` produces exactly the files a single full run would. Output options (format,
-panorama layout, absolute scale): ``cli._common.add_output_options``, applied by ``cli.convert.write_output_set``.
+item's own or one derived from ``--seed`` and i, so a shard (``--shard i/n``: the items with index mod n == i), a
+rerun with ``--skip-existing`` or a run under ``accelerate launch`` (the items to make shared between its
+processes, ``latenthdr.distributed``; docs/scale-out.md) produces exactly the files a single full run would.
+Output options (format, panorama layout, absolute scale): ``cli._common.add_output_options``, applied by
+``cli.convert.write_output_set``.
 Prompt files: JSON (a list of strings or of {"prompt", "seed"?, "panorama"?}) or text, one prompt per line
 (blank lines and lines starting with # skipped), optionally prefixed "panorama | " or "perspective | ".
 """
@@ -19,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from latenthdr.cli._common import (FORMATS, MAX_SEED, OutputOptions, add_output_options, add_overwrite, check_int,
-                                   max_threads, output_options_of, print_json, refuse_panorama_options,
-                                   shipped_weights)
+from latenthdr.cli._common import (FORMATS, MAX_SEED, OutputOptions, add_device, add_output_options, add_overwrite,
+                                   check_device, check_int, max_threads, output_options_of, print_json,
+                                   refuse_panorama_options, shipped_weights)
 from latenthdr.errors import InputError
 
 KIND_PREFIXES = {"panorama": True, "perspective": False}
@@ -63,6 +65,7 @@ def register(sub) -> None:
     add_output_options(p)
     p.add_argument("--no-previews", action="store_true", help="write only the HDR and the JSON sidecar")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    add_device(p)
     p.add_argument("--dry-run", action="store_true", help="print the items and their outputs, generate nothing")
     add_overwrite(p)
     p.set_defaults(handler=run_generate)
@@ -80,17 +83,24 @@ class Item:
 
 
 def run_generate(args) -> int:
-    from latenthdr import exposure
+    """Plan and check every item on every process, load the models, wait for the other processes, make this
+    process's share of the items (all of them in a plain run), report once (the main process)."""
+    from latenthdr import distributed, exposure
 
     evs = exposure.parse_ev_ladder(args.evs, "--evs", require_zero=True)
     _check_options(args)
     output_options = output_options_of(args, None if args.prompts is not None else args.output)
     items = plan_items(args, output_options.format)
     _check_kinds(items, output_options, args)
+    processes = distributed.processes(cpu=args.device == "cpu")
     todo = _outputs_to_write(items, args)
+    mine = processes.split(todo)
     if args.dry_run:
-        print_json({"evs": list(evs), "items": [_describe(i) | {"skip": i not in todo} for i in items],
-                    "dry_run": True})
+        owners = dict(processes.gather([(i.index, processes.index) for i in mine]))
+        where = (lambda i: {"process": owners.get(i.index)}) if processes.count > 1 else (lambda i: {})
+        if processes.is_main:
+            print_json({"evs": list(evs), "items": [_describe(i) | {"skip": i not in todo} | where(i) for i in items],
+                        "dry_run": True})
         return 0
     import torch
 
@@ -101,14 +111,19 @@ def run_generate(args) -> int:
     t0 = time.perf_counter()
     scene = args.backbone or args.prior or "embedded"
     options = {} if args.backbone else {"scheduler": args.scheduler}
-    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, scene=scene, scene_options=options)
+    pipe = LatentHDRPipeline.from_pretrained(codec=args.codec, head=args.head, device=processes.device(args.device),
+                                             scene=scene, scene_options=options)
     load_s = time.perf_counter() - t0
     models = _models(pipe, args, scene)
     check_sizes(pipe, todo, args)
-    reports = [make_one(pipe, item, evs, args, output_options, models, load_s) for item in todo]
-    summary = {"written": [r["output"][r["format"]] for r in reports],
-               "skipped": [str(i.path) for i in items if i not in todo],
-               "load_models_s": load_s}
+    processes.wait()  # every process has checked every output before any process writes one
+    reports = [make_one(pipe, item, evs, args, output_options, models, load_s) for item in mine]
+    written = processes.gather([r["output"][r["format"]] for r in reports])
+    if not processes.is_main:
+        return 0
+    summary = {"written": written, "skipped": [str(i.path) for i in items if i not in todo], "load_models_s": load_s}
+    if processes.count > 1:
+        summary["processes"] = processes.count
     print_json(reports[0] if len(items) == 1 and reports and not args.prompts else summary)
     return 0
 
@@ -131,6 +146,7 @@ def _check_options(args) -> None:
     check_int("--seed", args.seed, 0, MAX_SEED)
     if args.guidance is not None and not (0 <= args.guidance <= MAX_GUIDANCE):
         raise InputError("--guidance", f"got {args.guidance!r}; accepted: a number from 0 to {MAX_GUIDANCE:g}")
+    check_device(args.device)
 
 
 def plan_items(args, fmt: str = "exr") -> list[Item]:

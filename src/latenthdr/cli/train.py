@@ -91,14 +91,15 @@ def add_run_options(p) -> None:
 
 def run_head(args) -> int:
     options = head_options(args)
+    check_shared_batch(options.batch_size)
     run_dir = Path(args.out)
     _check_run_dir(run_dir, args.resume, args.overwrite)
     command = head_command(options, args.out)
     if args.threads is not None:
         check_int("--threads", args.threads, 1, max_threads())
     if args.dry_run:
-        print_json({"run_dir": str(run_dir), "cache": options.cache or str(run_dir / "cache"), "command": command,
-                    "options": options.to_dict(), "loop": asdict(options.loop_config()), "dry_run": True})
+        report({"run_dir": str(run_dir), "cache": options.cache or str(run_dir / "cache"), "command": command,
+                "options": options.to_dict(), "loop": asdict(options.loop_config()), "dry_run": True})
         return 0
     import torch
 
@@ -111,10 +112,10 @@ def run_head(args) -> int:
                             progress=not args.no_progress, command=command)
     keys = ("latent_mse", "identity_mse", "identity_over_head", "merged_pu21_psnr", "oracle_pu21_psnr",
             "input_pu21_psnr", "merged_stops", "reference_stops")
-    print_json({"run_dir": str(result.run_dir), "head": str(result.head_path), "steps": result.steps,
-                "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
-                "selected_step": result.selected_step, "cache_build_s": result.cache_build_s,
-                "final_val": {k: result.final_val[k] for k in keys if k in result.final_val}})
+    report({"run_dir": str(result.run_dir), "head": str(result.head_path), "steps": result.steps,
+            "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
+            "selected_step": result.selected_step, "cache_build_s": result.cache_build_s,
+            "final_val": {k: result.final_val[k] for k in keys if k in result.final_val}})
     return 0
 
 
@@ -242,15 +243,16 @@ def _register_codec(models) -> None:
 
 def run_codec(args) -> int:
     options = codec_options(args)
+    check_shared_batch(options.batch_size)
     run_dir = Path(args.out)
     _check_run_dir(run_dir, args.resume, args.overwrite)
     command = codec_command(options, args.out)
     if args.threads is not None:
         check_int("--threads", args.threads, 1, max_threads())
     if args.dry_run:
-        print_json({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
-                    "codec": options.codec_config().to_dict(), "loop": asdict(options.loop_config()),
-                    "dry_run": True})
+        report({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
+                "codec": options.codec_config().to_dict(), "loop": asdict(options.loop_config()),
+                "dry_run": True})
         return 0
     import torch
 
@@ -262,11 +264,11 @@ def run_codec(args) -> int:
         result = train_codec(options, run_dir, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, command=command)
     keys = ("psnr", "psnr_informative", "psnr_informative_per_ev")
-    print_json({"run_dir": str(result.run_dir), "codec": str(result.codec_path),
-                "codec_f16": str(result.codec_f16_path), "steps": result.steps,
-                "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
-                "final_val": {k: result.final_val[k] for k in keys if k in result.final_val},
-                "final_val_f16": {k: result.final_val_f16[k] for k in keys if k in result.final_val_f16}})
+    report({"run_dir": str(result.run_dir), "codec": str(result.codec_path),
+            "codec_f16": str(result.codec_f16_path), "steps": result.steps,
+            "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
+            "final_val": {k: result.final_val[k] for k in keys if k in result.final_val},
+            "final_val_f16": {k: result.final_val_f16[k] for k in keys if k in result.final_val_f16}})
     return 0
 
 
@@ -340,6 +342,26 @@ def codec_command(options, out: str) -> str:
     parts += ["--steps", options.steps] if options.steps is not None else []
     parts += ["--minutes", options.minutes] if options.minutes is not None else []
     return shlex.join(str(p) for p in parts)
+
+
+def report(obj) -> None:
+    """``print_json`` on the main process only: under ``accelerate launch`` every process runs the command."""
+    from latenthdr.distributed import is_main_process
+
+    if is_main_process():
+        print_json(obj)
+
+
+def check_shared_batch(batch_size: int) -> None:
+    """InputError naming --batch-size when a launch has more processes than the batch has rows to share
+    (``distributed.batch_share``: every process computes a share of each global batch)."""
+    from latenthdr.distributed import launched_processes
+
+    count = launched_processes()
+    if batch_size < count:
+        raise InputError("--batch-size", f"got {batch_size}; accepted: at least the number of processes ({count}): "
+                                         "the batch is the global one, shared between them (a multiple of it keeps "
+                                         "every process equally busy)")
 
 
 def _register_prior(models) -> None:

@@ -9,7 +9,7 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
-from latenthdr.cli._common import check_int, max_threads, print_json
+from latenthdr.cli._common import check_int, max_threads
 
 
 def register(models) -> None:
@@ -53,16 +53,17 @@ def register(models) -> None:
 
 
 def run_prior(args) -> int:
-    from latenthdr.cli.train import _check_run_dir, _int_at_least, training_job
+    from latenthdr.cli.train import _check_run_dir, check_shared_batch, report, training_job
 
     check_int("--threads", args.threads, 1, max_threads())
     options = prior_options(args)
+    check_shared_batch(options.batch_size)
     run_dir = Path(args.out)
     _check_run_dir(run_dir, args.resume, args.overwrite)
     command = prior_command(options, args.out)
     if args.dry_run:
-        print_json({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
-                    "loop": asdict(options.loop_config()), "dry_run": True})
+        report({"run_dir": str(run_dir), "command": command, "options": options.to_dict(),
+                "loop": asdict(options.loop_config()), "dry_run": True})
         return 0
     import torch
 
@@ -73,12 +74,12 @@ def run_prior(args) -> int:
     with training_job(run_dir):
         result = train_prior(options, run_dir, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, command=command)
-    print_json({"run_dir": str(result.run_dir), "prior": str(result.prior_path),
-                "prior_f16": str(result.prior_f16_path), "steps": result.steps,
-                "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
-                "cache_build_s": result.cache_build_s,
-                "final_val": {k: v for k, v in result.final_val.items() if k in ("val_loss", "val_loss_uncond",
-                                                                                 "text_gain")}})
+    report({"run_dir": str(result.run_dir), "prior": str(result.prior_path),
+            "prior_f16": str(result.prior_f16_path), "steps": result.steps,
+            "duration_s": round(result.duration_s, 1), "stopped_by": result.stopped_by,
+            "cache_build_s": result.cache_build_s,
+            "final_val": {k: v for k, v in result.final_val.items() if k in ("val_loss", "val_loss_uncond",
+                                                                             "text_gain")}})
     return 0
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from latenthdr import distributed
 from latenthdr.errors import InputError
 from latenthdr.models.tinycodec import DOWNSCALE
 from latenthdr.training import data, loop, rundir
@@ -200,7 +201,12 @@ class CodecStep:
         return torch.cat(ys), torch.cat(es), group[0].kind == "panorama"
 
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
-        y, e, panorama = self.frames(step, accelerator.process_index)
+        """This process's part of the loss of step ``step``'s frames (``loop.train``), and its scalars: the frames
+        are made whole on every process (the same whatever their number); each computes its share of them. The
+        latent noise is drawn per process (its stream): the one thing that changes with the process count."""
+        y, e, panorama = self.frames(step)  # [n, 3, h, w], [n]: the global batch
+        share = distributed.batch_share(len(y), accelerator)
+        y, e = y[share.rows], e[share.rows]
         y, e = y.to(accelerator.device, memory_format=torch.channels_last), e.to(accelerator.device)
         noise = None
         if self.options.latent_noise > 0:
@@ -221,7 +227,7 @@ class CodecStep:
             loss_edge = block_edge_l1(y_hat, y)
             loss = loss + self.options.edge_loss * loss_edge
             scalars["loss_edge"] = loss_edge.item()
-        return loss, scalars
+        return share.part(loss), scalars  # every term is a mean over frames of one size
 
 
 def _border_steps(y: torch.Tensor, block: int = DOWNSCALE) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,6 +342,7 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
 
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
+    distributed.check_batch_split(options.batch_size, acc)
     if acc.is_main_process:
         rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
@@ -343,7 +350,8 @@ def train_codec(options: CodecTrainOptions, run_dir: str | Path, *, resume: bool
     codec_config = options.codec_config()
     if acc.is_main_process:
         io.write_json(run_dir / "config.json", {"options": options.to_dict(), "loop": asdict(options.loop_config()),
-                                                "codec": codec_config.to_dict(), "command": command}, overwrite=True)
+                                                "codec": codec_config.to_dict(), "command": command,
+                                                "processes": acc.num_processes}, overwrite=True)
     step_fn = CodecStep(load_panoramas(options.data, "data"), options)
     validator = None if options.val is None or options.val_crops < 1 else CodecValidator(
         load_panoramas(options.val, "val"), options.evs, options.val_crops)

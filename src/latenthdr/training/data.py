@@ -279,8 +279,10 @@ def draw_batch(cache: LatentCache, batch_size: int, seed: int, step: int, stream
     """The batch of training step ``step``: (group, rows [b] int64), b = min(batch_size, group size).
 
     Step-indexed: a generator seeded by (seed, step, stream) picks a group with probability proportional to
-    its size, then rows without replacement; ``stream`` separates data-parallel processes. Nothing carries
-    over between steps, so a resumed run draws exactly the batches an uninterrupted one would.
+    its size, then rows without replacement; ``stream`` gives an independent draw for the same step. Nothing
+    carries over between steps, so a resumed run draws exactly the batches an uninterrupted one would. The
+    batch is the global one: data-parallel processes all draw it and each computes its share
+    (``loop.batch_share``).
     """
     from latenthdr.training.loop import derive_seed
 

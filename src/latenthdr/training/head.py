@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from latenthdr import distributed
 from latenthdr.errors import InputError
 from latenthdr.training import data, loop, rundir
 from latenthdr.training.head_eval import HeadValidator, ev0_unseen, head_inputs
@@ -154,44 +155,57 @@ class HeadStep:
         self.channel_weights = None if channel_weights is None else channel_weights.float()[:, None, None]
 
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
-        group, rows = data.draw_batch(self.cache, self.batch_size, self.seed, step, accelerator.process_index)
-        device = accelerator.device
-        z0 = group.z0[rows].to(device, torch.float32)  # [B, C, h, w]
-        z = group.z[rows].to(device, torch.float32)  # [B, K, C, h, w]
-        side = head_inputs(group, rows, device, self.unseen_maps, self.frame)
-        z_hat = model(z0, self.evs.to(device), panorama=group.panorama, **side)  # [B, K, C, h, w]
+        """This process's part of the loss of step ``step``'s batch (``loop.train``), and its scalars. The batch is
+        drawn whole on every process (the same whatever their number); each computes its rows of it."""
+        group, rows = data.draw_batch(self.cache, self.batch_size, self.seed, step)  # [B] the global batch
+        share = distributed.batch_share(len(rows), accelerator)
+        mine, device = rows[share.rows], accelerator.device  # [b] this process's rows
+        z0 = group.z0[mine].to(device, torch.float32)  # [b, C, h, w]
+        z = group.z[mine].to(device, torch.float32)  # [b, K, C, h, w]
+        side = head_inputs(group, mine, device, self.unseen_maps, self.frame)
+        z_hat = model(z0, self.evs.to(device), panorama=group.panorama, **side)  # [b, K, C, h, w]
         se = (z_hat - z).square()  # METHOD.md Eq. 4, per latent element
         if self.channel_weights is not None:
             se = self.channel_weights.to(device) * se  # mean-1 weights: the loss keeps its scale
         if self.unknown_weight > 0:
-            unseen = side["unseen"] if "unseen" in side else ev0_unseen(group, rows).to(device)
+            unseen = side["unseen"] if "unseen" in side else ev0_unseen(group, mine).to(device)
             w = unknown_weights(unseen, self.evs.to(device), self.unknown_weight)
-            loss_ev = (w * se).mean() / w.mean()
+            # divided by the whole batch's mean weight (data only, no gradient), so the parts add up
+            w_mean = w.mean() if share.whole else unknown_weights(ev0_unseen(group, rows).to(device),
+                                                                  self.evs.to(device), self.unknown_weight).mean()
+            loss_ev = (w * se).mean() / w_mean
         else:
             loss_ev = se.mean()
         scalars = {"loss_ev": loss_ev.item()}
+        loss = share.part(loss_ev)
         if self.pixel_loss <= 0:
-            return loss_ev, scalars
-        loss_px = self._pixel_loss(z_hat, group.hdr[rows].to(device), group.panorama, step, accelerator)
+            return loss, scalars
+        loss_px = self._pixel_loss(z_hat, group, rows, share, step, device)
         scalars["loss_px"] = loss_px.item()
-        return loss_ev + self.pixel_loss * loss_px, scalars
+        return loss + self.pixel_loss * loss_px, scalars
 
-    def _pixel_loss(self, z_hat, H, panorama: bool, step: int, accelerator) -> torch.Tensor:
+    def _pixel_loss(self, z_hat, group: data.LatentGroup, rows, share: distributed.BatchShare, step: int,
+                    device) -> torch.Tensor:
+        """This process's part of the pixel loss of the batch ``rows`` (module docstring): z_hat [b, K, C, h, w] of
+        its share ``share.rows``; the EVs decoded and the weights' sum are drawn and taken over the whole batch."""
         from latenthdr import merge, metrics, response
 
-        g = torch.Generator().manual_seed(loop.derive_seed(self.seed, step, accelerator.process_index, 1))
-        batch, k = z_hat.shape[:2]
+        g = torch.Generator().manual_seed(loop.derive_seed(self.seed, step, 0, 1))
+        batch, k = len(rows), z_hat.shape[1]
         pick = torch.stack([torch.randperm(k, generator=g)[: self.pixel_evs] for _ in range(batch)])  # [B, m]
+        H = group.hdr[rows].to(device)  # [B, 3, H, W] linear, anchored
         e = self.evs[pick].to(H.device)  # [B, m] stops
-        y_hat = self.codec.decode(z_hat[torch.arange(batch)[:, None], pick].flatten(0, 1), panorama=panorama,
-                                  grad=True).unflatten(0, pick.shape)  # [B, m, 3, H, W] display
+        mine = pick[share.rows]  # [b, m]
+        y_hat = self.codec.decode(z_hat[torch.arange(len(mine))[:, None], mine].flatten(0, 1),
+                                  panorama=group.panorama, grad=True).unflatten(0, mine.shape)  # [b, m, 3, H, W]
         gain = torch.exp2(e)[..., None, None, None]
-        y = response.quantize(response.encode(H[:, None] * gain, data.CURVE), data.BITS)  # true frames
+        y = response.quantize(response.encode(H[:, None] * gain, data.CURVE), data.BITS)  # true frames [B, m, ...]
         w = merge.hat_weight(y.mean(dim=-3)) * ((y > 0.02) & (y < 0.98)).all(dim=-3)  # [B, m, H, W]
-        V_hat = metrics.pu21_encode(response.decode(y_hat, data.CURVE) / gain * NITS_AT_CLIP)
-        V = metrics.pu21_encode(response.decode(y, data.CURVE) / gain * NITS_AT_CLIP)
-        se = (V_hat - V).square().mean(dim=-3)  # [B, m, H, W]
-        return ((w * se).sum() / w.sum().clamp_min(1.0) / metrics.PU21_PEAK**2).float()
+        gain_b = gain[share.rows]
+        V_hat = metrics.pu21_encode(response.decode(y_hat, data.CURVE) / gain_b * NITS_AT_CLIP)
+        V = metrics.pu21_encode(response.decode(y[share.rows], data.CURVE) / gain_b * NITS_AT_CLIP)
+        se = (V_hat - V).square().mean(dim=-3)  # [b, m, H, W]
+        return share.own(((w[share.rows] * se).sum() / w.sum().clamp_min(1.0) / metrics.PU21_PEAK**2).float())
 
 
 def display_channel_weights(codec, options: HeadTrainOptions) -> torch.Tensor | None:
@@ -230,6 +244,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
 
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
+    distributed.check_batch_split(options.batch_size, acc)
     if acc.is_main_process:  # data-parallel processes wait while the main one prepares the folder and caches
         rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
@@ -240,7 +255,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
                                          unseen_maps=options.unseen_maps, frame_channels=options.frame_channels,
                                          frame_patch=codec.downscale)
     config = {"options": options.to_dict(), "loop": asdict(options.loop_config()), "head": head_config.to_dict(),
-              "codec_space": codec.space, "command": command}
+              "codec_space": codec.space, "command": command, "processes": acc.num_processes}
     if acc.is_main_process:
         io.write_json(run_dir / "config.json", config, overwrite=True)
     if acc.is_main_process:

@@ -7,9 +7,14 @@ resumed from a checkpoint computes exactly the same updates as an uninterrupted 
 also expose ``state_dict()``/``load_state_dict()``: that "data state" travels in the checkpoint too.
 
 Devices: ``accelerate.Accelerator`` places the model (``cpu=True`` when no GPU is visible, so no accelerate
-config file is needed) and, under ``accelerate launch``, runs data-parallel; each process draws its own batch
-(the step function gets the accelerator and can read ``process_index``). The lr schedule is computed from the
-step, not held in a scheduler object, so nothing about it needs saving.
+config file is needed) and, under ``accelerate launch``, runs data-parallel (DDP: gradients averaged over the
+processes). The batch size is the global one: every process draws the same batch of step ``step`` and computes
+its share of the rows (``distributed.batch_share``), and ``loss`` is that process's part of the batch's loss (the
+parts of all processes sum to it; one process: the whole loss), so the updates do not depend on the process count
+except through the order of float sums (docs/scale-out.md). With several processes, the main one decides when to
+stop and to checkpoint (elapsed time, SIGINT on any process) and every process follows, logged losses are summed
+over the processes and other scalars averaged, and only the main process writes. The lr schedule is computed from
+the step, not held in a scheduler object, so nothing about it needs saving.
 """
 
 from __future__ import annotations
@@ -190,6 +195,9 @@ def make_accelerator():
     """An ``accelerate.Accelerator`` for this machine: the GPU(s) when visible, else CPU (no config file)."""
     from accelerate import Accelerator
 
+    from latenthdr.distributed import close_at_exit
+
+    close_at_exit()  # under a launch: the process group this starts is closed as the process exits
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
@@ -320,26 +328,57 @@ def train(model: nn.Module, step_fn: StepFn, config: LoopConfig, run_dir: str | 
             state.step += 1
             ema.update(acc.unwrap_model(model), state.step)
             state.elapsed_s = elapsed_before + time.monotonic() - session_start
+            flag.set, state.elapsed_s = _main_decides(acc, flag.set, state.elapsed_s, any_process=True)
             bar.update(1)
             if state.step % config.log_every_steps == 0:
+                record = _over_processes(record, acc)
                 logger.log({"step": state.step, "kind": "train", "elapsed_s": round(state.elapsed_s, 3), **record})
                 bar.set_postfix(loss=f"{record['loss']:.4g}")
             stopped_by = _stop_reason(state, config, flag)
             final = stopped_by in ("steps", "time")
             if validate is not None and (final or state.step % config.val_every_steps == 0):
                 validate_and_keep(final)
-            if (state.step % config.checkpoint_every_steps == 0
-                    or time.monotonic() - last_save > 60 * config.checkpoint_every_minutes):
+            due, = _main_decides(acc, time.monotonic() - last_save > 60 * config.checkpoint_every_minutes)
+            if state.step % config.checkpoint_every_steps == 0 or due:
                 save()
                 last_save, saved_step = time.monotonic(), state.step
     bar.close()
     if validate is not None and stopped_by != "interrupt" and not _has_final(state):
         validate_and_keep(True)
     state.elapsed_s = elapsed_before + time.monotonic() - session_start  # the last validation included
-    if saved_step != state.step or not checkpointer.latest():
+    due, state.elapsed_s = _main_decides(acc, saved_step != state.step or not checkpointer.latest(), state.elapsed_s)
+    if due:
         save()
-    return TrainResult(state.step, state.elapsed_s, stopped_by, state.history, ema.module, record.get("loss"),
+    last_loss = _over_processes(record, acc).get("loss") if record else None
+    return TrainResult(state.step, state.elapsed_s, stopped_by, state.history, ema.module, last_loss,
                        state.best, _best_module(run_dir, ema, state.best))
+
+
+def _main_decides(acc, *values, any_process: bool = False) -> tuple:
+    """``values`` (bools and floats) as the main process has them, so that every process stops, validates and
+    checkpoints at the same step (a collective that only some processes enter never returns); with
+    ``any_process``, the first value (a flag) is set where any process has it set. One process: ``values``."""
+    if acc.num_processes == 1:
+        return values
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=acc.device)
+    every = acc.gather(local[None]).cpu()  # [processes, len(values)]
+    main = every[0].tolist()
+    if any_process:
+        main[0] = every[:, 0].max().item()
+    return tuple(type(v)(m) if isinstance(v, bool) else m for v, m in zip(values, main))
+
+
+def _over_processes(record: dict, acc) -> dict:
+    """A training record over every process: the loss parts summed (the loss of the global batch), the other
+    numbers averaged (lr and grad_norm are the same everywhere). One process: ``record``."""
+    if acc.num_processes == 1:
+        return record
+    keys = [k for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    local = torch.tensor([float(record[k]) for k in keys], dtype=torch.float64, device=acc.device)
+    every = acc.gather(local[None]).cpu()  # [processes, len(keys)]
+    merged = every.mean(dim=0)
+    merged[keys.index("loss")] = every[:, keys.index("loss")].sum()
+    return {**record, **dict(zip(keys, merged.tolist()))}
 
 
 def _best_module(run_dir: Path, ema: EMA, best: dict | None) -> nn.Module | None:
@@ -361,10 +400,11 @@ def _one_step(model, optimizer, step_fn, step: int, acc, config: LoopConfig) -> 
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
-    loss, scalars = step_fn(model, step, acc)
+    loss, scalars = step_fn(model, step, acc)  # this process's part of the batch's loss
     if not torch.isfinite(loss.detach()).all():
         raise LatentHDRError(f"training loss is not finite at step {step} ({loss.detach().item()})")
-    acc.backward(loss)
+    # DDP averages the processes' gradients: n x the parts gives the gradient of the batch's loss (their sum)
+    acc.backward(loss if acc.num_processes == 1 else loss * acc.num_processes)
     max_norm = config.grad_clip_norm if config.grad_clip_norm is not None else math.inf
     grad_norm = acc.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from latenthdr import distributed
 from latenthdr.errors import InputError
 from latenthdr.exposure import DEFAULT_LADDER, parse_ev_ladder
 from latenthdr.training import data, loop, rundir
@@ -214,8 +215,11 @@ class PriorStep:
         self.prediction_type, self.T = config.prediction_type, config.num_train_timesteps
 
     def __call__(self, model, step: int, accelerator) -> tuple[torch.Tensor, dict]:
-        group, rows = data.draw_batch(self.pool.cache, self.batch_size, self.seed, step, accelerator.process_index)
-        g = torch.Generator().manual_seed(loop.derive_seed(self.seed, step, accelerator.process_index, 1))
+        """This process's part of the loss of step ``step``'s batch (``loop.train``), and its scalars: the batch and
+        every random draw are made whole on every process (the same whatever their number); each process runs
+        the network on its share of the rows."""
+        group, rows = data.draw_batch(self.pool.cache, self.batch_size, self.seed, step)  # the global batch
+        g = torch.Generator().manual_seed(loop.derive_seed(self.seed, step, 0, 1))
         b, evs = len(rows), self.pool.evs
         ev0 = torch.rand(b, generator=g) < self.ev0_fraction
         k = torch.randint(0, len(evs), (b,), generator=g)
@@ -231,12 +235,13 @@ class PriorStep:
         noise = torch.randn(x0.shape, generator=g)
         target = self.ddpm.get_velocity(x0, noise, t) if self.prediction_type == "v_prediction" else noise
         x_t = self.ddpm.add_noise(x0, noise, t)
-        device = accelerator.device
-        null = accelerator.unwrap_model(model).uncond(b).to(device)
-        text = torch.where(drop[:, None].to(device), null, text.to(device))
-        out = model(x_t.to(device), t.to(device), text, ev.to(device), panorama=group.panorama)
-        loss = (out.float() - target.to(device)).square().mean()
-        return loss, {"loss_diffusion": loss.item(), "ev0_share": ev0.float().mean().item()}
+        share = distributed.batch_share(b, accelerator)
+        mine, device = share.rows, accelerator.device
+        null = accelerator.unwrap_model(model).uncond(len(x_t[mine])).to(device)
+        text = torch.where(drop[mine, None].to(device), null, text[mine].to(device))
+        out = model(x_t[mine].to(device), t[mine].to(device), text, ev[mine].to(device), panorama=group.panorama)
+        loss = (out.float() - target[mine].to(device)).square().mean()
+        return share.part(loss), {"loss_diffusion": loss.item(), "ev0_share": ev0.float().mean().item()}
 
 
 class PriorValidator:
@@ -285,6 +290,7 @@ def train_prior(options: PriorTrainOptions, run_dir: str | Path, *, codec=None, 
 
     run_dir = Path(run_dir)
     acc = accelerator or loop.make_accelerator()
+    distributed.check_batch_split(options.batch_size, acc)
     if acc.is_main_process:
         rundir.prepare_run_dir(run_dir, options, resume, overwrite, RUN_OUTPUTS, RESUMABLE_CHANGES)
     acc.wait_for_everyone()
@@ -299,11 +305,11 @@ def train_prior(options: PriorTrainOptions, run_dir: str | Path, *, codec=None, 
     if acc.is_main_process:
         io.write_json(run_dir / "config.json", {"options": options.to_dict(), "loop": asdict(options.loop_config()),
                                                 "prior": config.to_dict(), "codec_space": codec.space,
-                                                "command": command}, overwrite=True)
+                                                "command": command, "processes": acc.num_processes}, overwrite=True)
         caches, build_s = _build_caches(options, run_dir, codec, overwrite, progress)
     acc.wait_for_everyone()
     if not acc.is_main_process:
-        caches, build_s = _build_caches(options, run_dir, codec, False, False), {}
+        caches, build_s = _build_caches(options, run_dir, codec, False, False)[0], {}  # opens the main's caches
     pool = PriorData(caches, text_encoder)
     step_fn = PriorStep(pool, config, options.batch_size, options.seed, options.ev0_fraction, options.text_dropout)
     validator = PriorValidator(pool, config, options.val_samples, options.seed)
