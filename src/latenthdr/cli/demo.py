@@ -2,8 +2,8 @@
 
 It renders a procedural daylight panorama (``scenes.sky_panorama``, about 20 stops, so the truth is known),
 takes its 8-bit gamma-2.2 exposure with 3% of the pixels clipped as "the photo" (written as input.png), and runs
-exactly what ``latenthdr convert input.png -o hdr.exr`` runs: encode, one batched head pass, decode, and the
-input-preserving merge (the default).
+what ``latenthdr convert input.png -o hdr.exr --input-curve gamma2.2`` runs (the photo is gamma 2.2, not sRGB):
+encode, one batched head pass, selective decoding and the input-preserving merge (the default).
 It writes the HDR, a tone-mapped preview, the bracket's contact sheet and a JSON sidecar, then reports the
 stage timings and how far the HDR is from the truth next to the linearised photo.
 """
@@ -34,7 +34,7 @@ def register(sub) -> None:
 def run_demo(args) -> int:
     import time
 
-    from latenthdr import exposure, io, metrics, scenes, tonemap
+    from latenthdr import __version__, exposure, io, metrics, photometry, scenes, tonemap
     from latenthdr.bench import l2h
     from latenthdr.errors import InputError
     from latenthdr.pipeline import LatentHDRPipeline
@@ -77,7 +77,9 @@ def run_demo(args) -> int:
         io.write_exr(temps["truth.exr"], io.to_numpy(case.ref), panorama=True, overwrite=True)
         io.write_exr(temps["hdr.exr"], io.to_numpy(hdr), panorama=True, overwrite=True,
                      metadata={"evs": exposure.format_ev_ladder(evs), "space": pipe.codec.space,
-                               "merge": "input-preserving"})
+                               "merge": "input-preserving", "input": str(paths["input.png"]),
+                               "version": __version__, "models": report["models"],
+                               "scale": photometry.relative().resolve(hdr, True)})  # as convert records it
         preview = tonemap.tonemap(hdr, "aces", exposure_ev=tonemap.auto_exposure_ev(hdr))
         io.write_png(temps["hdr.preview.png"], io.to_numpy(preview), overwrite=True)
         sheet = tonemap.contact_sheet(tonemap.reexposed_bracket(hdr, evs), [f"EV {e:+g}" for e in evs], columns=7)

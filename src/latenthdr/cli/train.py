@@ -21,7 +21,8 @@ from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a model: the exposure head (train head), the embedded codec (train codec)")
+    p = sub.add_parser("train", help="train a model: the exposure head (train head), the embedded codec (train codec), "
+                                        "the embedded prior (train prior)")
     models = p.add_subparsers(dest="train_command", metavar="MODEL", required=True)
     _register_head(models)
     _register_codec(models)
