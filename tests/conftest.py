@@ -45,3 +45,23 @@ def spread_sample(paths, n: int = 3) -> list:
     if len(paths) <= n:
         return paths
     return [paths[round(i * (len(paths) - 1) / (n - 1))] for i in range(n)] if n > 1 else paths[:1]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny random TAESD-layout VAE folder (``vae``) and a tiny head for it (``head.safetensors``): what the bench
+    commands' tests run on, no hub and no ../shared."""
+    import diffusers
+    import torch
+
+    from latenthdr.models.codecs import TinyCodec
+    from latenthdr.models.head import ExposureHead, HeadConfig, save_head
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4, latent_channels=4)
+    vae.save_pretrained(root / "vae")
+    codec = TinyCodec(vae)
+    save_head(ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space)), root / "head.safetensors")
+    return root

@@ -130,23 +130,6 @@ def test_methods_see_the_jpeg_through_the_assumed_curve():
 
 
 # -- the command ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    import diffusers
-
-    from latenthdr.models.codecs import TinyCodec
-    from latenthdr.models.head import ExposureHead, HeadConfig, save_head
-
-    root = tmp_path_factory.mktemp("camera-models")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4, latent_channels=4)
-    vae.save_pretrained(root / "vae")
-    codec = TinyCodec(vae)
-    save_head(ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space)), root / "head.safetensors")
-    return root
-
-
 def run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()

@@ -137,23 +137,6 @@ def test_a_bad_layout_gives_one_line_naming_what_is_missing(folder, capsys, dama
 
 
 # -- the command -----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    import diffusers
-
-    from latenthdr.models.codecs import TinyCodec
-    from latenthdr.models.head import ExposureHead, HeadConfig, save_head
-
-    root = tmp_path_factory.mktemp("sihdr-models")
-    torch.manual_seed(0)
-    vae = diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                    num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4, latent_channels=4)
-    vae.save_pretrained(root / "vae")
-    codec = TinyCodec(vae)
-    save_head(ExposureHead(HeadConfig.from_preset("tiny", codec.latent_channels, codec.space)), root / "head.safetensors")
-    return root
-
-
 def test_bench_sihdr_scores_every_method(folder, tiny_models, tmp_path, capsys):
     code, report, err = run(capsys, "bench", "sihdr", folder, "--codec", tiny_models / "vae", "--head",
                             tiny_models / "head.safetensors", "--evs", "-4:2:2", "--json", tmp_path / "r.json",
