@@ -394,17 +394,19 @@ def test_a_hub_id_without_huggingface_hub_is_one_line_naming_the_extra():
     assert "huggingface_hub" in lines[0]
 
 
-def test_a_taef2_folder_without_diffusers_is_one_line_naming_the_extra(tmp_path):
+def test_a_taef2_folder_without_diffusers_is_one_line_naming_the_extra(tmp_path, shared_dir):
+    """With the TAEF2 weights found (../shared; elsewhere their absence is the first error) but no diffusers."""
     name = "taef2-head-v1.safetensors"
     shutil.copyfile(registry.WEIGHTS_DIR / name, tmp_path / "head.safetensors")
-    config = pretrained.PipelineConfig("taef2", pretrained.Component("taef2", spec="taef2"),
+    spec = f"taef2:{shared_dir / 'weights' / 'taef2'}"
+    config = pretrained.PipelineConfig("taef2", pretrained.Component("taef2", spec=spec),
                                        pretrained.Component("head", file="head.safetensors",
                                                             sha256=registry.manifest()[name]["sha256"]))
     (tmp_path / CONFIG).write_text(json.dumps(config.to_dict()))
     result = run_without("diffusers", tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
-    assert "loading the codec 'taef2' needs diffusers" in lines[0] and 'latenthdr[models]' in lines[0]
+    assert f"loading the codec '{spec}' needs diffusers" in lines[0] and 'latenthdr[models]' in lines[0]
 
 
 @pytest.mark.parametrize("hidden", ["diffusers", "transformers"])
