@@ -533,11 +533,12 @@ DEFAULT_PERSPECTIVE_SIZE = (288, 384)  # 4:3
 # decoder's activations, which grow with the image and not with the frames.
 BRACKET_BYTES_PER_PIXEL_FRAME = 36.8
 MEMORY_MODELS = {"latenthdr-tiny-v1": (0.402e9, 0.0), "taef2": (1.073e9, 1078.0)}
-# The same with selective decoding merged tile by tile (the default): bytes = base + pixels x per_pixel, fitted to
-# whole-process runs at 1 and 12 (embedded) and at 1 and 4 megapixels (TAEF2), 13 EVs, on 2026-12-02
-# (benchmarks/memory.py, docs/image-to-hdr.md). The base holds the models and the decoder's bounded windows
-# (``codecs.LatentCodec.tail_cell_frames``); per pixel: the input's float copies, the HDR, the previews.
-STREAMED_MEMORY_MODELS = {"latenthdr-tiny-v1": (0.46e9, 141.0), "taef2": (2.29e9, 303.0)}
+# The same with selective decoding merged tile by tile (the default): bytes = base + pixels x per_pixel, fitted on
+# 2026-12-02 to whole-process runs at 1, 4 and 12 megapixels, 13 EVs (benchmarks/memory.py, docs/image-to-hdr.md;
+# embedded 0.56-0.64 / 0.98-1.05 / 2.15 GB, TAEF2 2.59 / 3.50 / 3.31 GB), erring high. The base holds the models and
+# the decoder's bounded windows (``codecs.LatentCodec.tail_cell_frames``: TAEF2's are most of its memory, whatever the
+# size); per pixel: the input's float copies, the HDR, the previews.
+STREAMED_MEMORY_MODELS = {"latenthdr-tiny-v1": (0.46e9, 141.0), "taef2": (3.3e9, 25.0)}
 
 HEAD_PRECISIONS = ("auto", "float32", "bfloat16")
 # Progress callbacks: ``callback(stage, done, total)``, with done 0 when a stage starts, then after each of its units.
