@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# The start of a `python -c` script that hides the packages named in its first argument (comma-separated) from every
+# import, as if they were not installed: the optional-dependency tests run real processes with it.
+HIDE_MODULES = textwrap.dedent("""
+    import importlib.abc, sys
+    hidden = set(sys.argv[1].split(","))
+
+    class Hide(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in hidden:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, Hide())
+""")
 
 # Tests never touch the network: any accidental hub access fails at once instead of waiting for time-outs.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -11,17 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-RUN_WITHOUT = textwrap.dedent("""
-    import importlib.abc, sys
-    hidden = set(sys.argv[1].split(","))
+from conftest import HIDE_MODULES
 
-    class Hide(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in hidden:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, Hide())
+RUN_WITHOUT = HIDE_MODULES + textwrap.dedent("""
     from latenthdr.cli import main
     sys.exit(main(sys.argv[2:]))
 """)

@@ -13,6 +13,8 @@ import textwrap
 import pytest
 import torch
 
+from conftest import HIDE_MODULES
+
 from latenthdr import exposure, pretrained
 from latenthdr.errors import InputError, LatentHDRError, OutputExistsError
 from latenthdr.models import registry
@@ -358,17 +360,7 @@ def test_save_into_a_file_is_refused(default, tmp_path):
 
 
 # --- optional dependencies hidden ------------------------------------------------------------------------------------
-RUN_WITHOUT = textwrap.dedent("""
-    import importlib.abc, sys
-    hidden = set(sys.argv[1].split(","))
-
-    class Hide(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in hidden:
-                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-            return None
-
-    sys.meta_path.insert(0, Hide())
+RUN_WITHOUT = HIDE_MODULES + textwrap.dedent("""
     from latenthdr import LatentHDRError
     from latenthdr.pipeline import LatentHDRPipeline
     try:

@@ -77,7 +77,7 @@ def _check_levels(low: float, high: float) -> None:
 def _quantile(x: torch.Tensor, q: float) -> float:
     """Quantile q in [0, 1] of a non-empty 1-D tensor, linear interpolation (numpy's default); no size limit
     (``torch.quantile`` refuses inputs over 2^24 elements). Two order statistics (``kthvalue``), not a sort:
-    linear in the size, 10x faster than sorting a 12-megapixel image."""
+    linear in the size; 3.6x faster than a sort on 12 M float64 values (0.33 s against 1.2 s, 2 threads)."""
     n = x.numel()
     if n == 1:
         return x.flatten()[0].item()

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from latenthdr.cli._common import add_overwrite, print_json
+from latenthdr.cli._common import add_overwrite, check_device, print_json
 
 
 def register(sub) -> None:
@@ -95,7 +95,7 @@ def run_sihdr(args) -> int:
     if not (math.isfinite(args.peak_nits) and args.peak_nits > 0):
         raise InputError("--peak-nits", f"got {args.peak_nits}; accepted: a finite value > 0 (cd/m2)")
     shipped = None if args.methods is None else [m.strip() for m in args.methods.split(",") if m.strip()]
-    _check_device(args.device)
+    check_device(args.device)
     for out in (args.json, args.markdown):
         if out:
             io.check_output(out, args.overwrite, "--json/--markdown")
@@ -141,21 +141,6 @@ def run_sihdr(args) -> int:
             temp.write_text(sihdr.markdown_table(table) + "\n", encoding="utf-8")
     print_json({k: v for k, v in report.items() if k != "rows"})
     return 0
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    from latenthdr.errors import InputError
-
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise InputError("--device", f"cannot read {device!r}; accepted: cpu, cuda, cuda:N, mps") from None
-    available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
-    if not available.get(kind, False):
-        raise InputError("--device", f"{device}: no such device on this machine")
 
 
 def add_merge_options(p) -> None:

@@ -118,7 +118,7 @@ class LatentCodec(abc.ABC):
     tail_radius: int | None = None
     # Latent cells times frames that one call of the tail may decode (selective decoding): about 0.5 GB per layer's
     # activations for TAESD-family decoders, whose last blocks hold 64 float32 channels per output pixel (64 pixels
-    # per cell). 2^14 (one frame per call of a large window) decoded TAEF2 1.3-1.6x slower than 2^16 on 1 MP.
+    # per cell). 2^14 (one frame per call of a large window) decoded TAEF2 1.1-1.6x slower than 2^16 on 1 MP.
     tail_cell_frames: int = 1 << 15
 
     # Banded encoding (``encode`` of large images): the encoder split into a *front* of local layers that runs on
