@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import pytest
 import torch
@@ -79,6 +80,7 @@ def test_parameter_counts_of_presets():
     counts = {p: sum(t.numel() for t in PriorUNet(PriorConfig.from_preset(p, 16, "s")).parameters())
               for p in PRIOR_PRESETS}
     assert counts["test"] < 50_000 and 1.5e6 < counts["small"] < 3e6 and counts["base"] < 7e6
+    assert 10e6 < counts["large"] < 13e6  # 11.6 M
 
 
 @pytest.mark.parametrize("bad", [{"widths": (8, 10)}, {"attention_heads": 3}, {"prediction_type": "x0"},
@@ -263,7 +265,11 @@ def test_sky_parameters_captions_and_bad_values():
     low = skies.SkyParams(3.0, 0.0, 2.0, "sand", seed=1)
     assert "sun low on the horizon" in skies.sky_captions(low)[0] and "sand" in skies.sky_captions(low)[0]
     assert "hazy" in skies.sky_captions(skies.SkyParams(60.0, 0.0, 8.0, "grass"))[0]
-    for bad in ({"sun_elevation_deg": -1.0}, {"turbidity": 12.0}, {"ground": "lava"}):
+    assert {p.kind for p in skies.draw_sky_params(40, seed=1)} == set(skies.KINDS)
+    night = skies.sky_captions(skies.SkyParams(30.0, 0.0, 3.0, "snow", kind="night"))
+    overcast = skies.sky_captions(skies.SkyParams(30.0, 0.0, 8.0, "snow", kind="overcast"))
+    assert all("moon" in c for c in night[::2]) and "night" in night[1] and "overcast" in overcast[0]
+    for bad in ({"sun_elevation_deg": -1.0}, {"turbidity": 12.0}, {"ground": "lava"}, {"kind": "foggy"}):
         with pytest.raises(InputError):
             skies.SkyParams(**{"sun_elevation_deg": 30.0, "sun_yaw_deg": 0.0, "turbidity": 3.0, "ground": "sand",
                                **bad})
@@ -293,6 +299,44 @@ def test_sky_render_is_physical(monkeypatch):
         rho = torch.tensor(skies.GROUNDS["snow"][0], dtype=torch.float64)
         assert torch.allclose(nadir, rho / torch.pi * E, rtol=0.03)  # 1% horizon haze at nadir
     assert torch.allclose(sums[0], sums[1], rtol=0.05)  # the sun's irradiance is kept at any resolution
+
+
+def _luminance(H: torch.Tensor) -> torch.Tensor:
+    return 0.2126 * H[0] + 0.7152 * H[1] + 0.0722 * H[2]
+
+
+def test_night_sky_is_the_sunlit_sky_scaled_by_the_moon_with_stars(monkeypatch):
+    """A full moon: moon disk and moonlit sky are the sun's disk and sky at the same place times MOON_TO_SUN
+    (so the moon is as many stops above its sky as the sun is above its own), plus a night-sky background and
+    stars, which are brighter than the sky around them."""
+    pytest.importorskip("mitsuba")
+    from latenthdr import skies
+
+    monkeypatch.setattr(skies, "TEXTURE_CONTRAST", 0.0)
+    day = skies.SkyParams(40.0, 0.0, 3.0, "rock", seed=3)
+    night = skies.SkyParams(40.0, 0.0, 3.0, "rock", seed=3, kind="night")
+    D, N = (_luminance(skies.render_sky(p, 64, 128).double()) for p in (day, night))
+    assert N.max() / D.max() == pytest.approx(skies.MOON_TO_SUN, rel=0.02)  # the disk pixel
+    sky_ratio = (N[:20] / D[:20]).median()  # rows near the zenith, away from the disk
+    assert skies.MOON_TO_SUN < sky_ratio < 1.2 * skies.MOON_TO_SUN  # moonlight plus the faint background
+    stars = N[:30] > 2 * N[:30].median()
+    assert stars.sum() >= 3  # bright stars stand out against the moonlit sky
+
+
+def test_overcast_sky_follows_the_cie_gradient_and_has_no_sun(monkeypatch):
+    """CIE standard overcast: zenith three times the horizon; no compact sun (the brightest pixel is within
+    a few times the median); the ground reflects rho / pi of the sky's irradiance, 7/9 pi L_z for CIE overcast."""
+    from latenthdr import skies
+
+    for name, value in (("TEXTURE_CONTRAST", 0.0), ("CLOUD_CONTRAST", 0.0), ("OVERCAST_GLOW", (0.0, 0.0))):
+        monkeypatch.setattr(skies, name, value)
+    H = skies.render_sky(skies.SkyParams(30.0, 0.0, 5.0, "snow", seed=4, kind="overcast"), 64, 128).double()
+    Y = _luminance(H)
+    assert Y[0].mean() / Y[31].mean() == pytest.approx(3.0 / (1 + 2 * math.sin(math.pi / 128)), rel=0.02)
+    assert Y.max() / Y.median() < 5
+    nadir = H[:, -1].mean(dim=-1)
+    rho = torch.tensor(skies.GROUNDS["snow"][0], dtype=torch.float64)
+    assert torch.allclose(nadir, rho / torch.pi * (7 / 9 * torch.pi * Y[0].mean()), rtol=0.03)
 
 
 # ------------------------------------------------------------------------------------------ training

@@ -1,11 +1,22 @@
-"""Procedural, physically based clear skies over a lit ground: equirectangular HDR panoramas with captions.
+"""Procedural, physically based skies over a lit ground: equirectangular HDR panoramas with captions.
 
-The sky is Mitsuba 3's ``sunsky`` emitter (Hosek & Wilkie 2012, "An analytic model for full spectral sky-dome
-radiance", and their 2013 solar-radiance model), evaluated in the ``scalar_rgb`` variant at every pixel of an
-equirectangular grid. Mitsuba is an optional extra (``pip install "latenthdr[skies]"``), imported lazily here
+Three kinds (``SkyParams.kind``):
+- ``clear``: Mitsuba 3's ``sunsky`` emitter (Hosek & Wilkie 2012, "An analytic model for full spectral sky-dome
+  radiance", and their 2013 solar-radiance model), evaluated in the ``scalar_rgb`` variant at every pixel of an
+  equirectangular grid; the sun in view at its elevation, with its full radiance.
+- ``night``: the same model lit by a full moon instead of the sun. Moonlight is sunlight reflected by the moon,
+  so the moon's disk and the moonlit sky are the sun's disk and the sunlit sky at the moon's position scaled by
+  :data:`MOON_TO_SUN` (full-moon over sun illuminance, 0.25 lx / 120 000 lx; the two disks have about the same
+  size). Added: the natural night-sky background (airglow and unresolved stars, about 22 mag/arcsec^2, relative to
+  the full moon's luminance) and stars down to magnitude 6, drawn with the observed counts N(< m) ~ 5000 *
+  10^(0.5 (m - 6)) over the sphere, each a point with the irradiance 10^(-0.4 (m - m_moon)) E_moon.
+- ``overcast``: the CIE standard overcast sky (Moon & Spencer 1942; CIE S 011/E:2003 type 1),
+  L(elevation) = L_z (1 + 2 sin elevation) / 3, neutral white, with a soft brightening where the hidden sun is
+  (thin cloud) and a low-contrast cloud texture; no sun disk. Needs no Mitsuba.
+ Mitsuba is an optional extra (``pip install "latenthdr[skies]"``), imported lazily here
 and nowhere else; nothing else in latenthdr needs it.
 
-Radiometry (all linear RGB, Rec.709 primaries, relative units: Mitsuba's radiance, so a scene's
+Radiometry of the clear and night kinds (all linear RGB, Rec.709 primaries, relative units: Mitsuba's radiance, so a scene's
 exposure is set later by EV-0 anchoring):
 - sky pixel: the sky-only radiance at the pixel centre (the sky is smooth at these resolutions);
 - sun: the sun-only radiance at a grid of directions over the solar disk (limb darkening included), each
@@ -36,6 +47,16 @@ TURBIDITY_RANGE = (1.0, 10.0)  # Hosek-Wilkie's fitted range
 TEXTURE_CONTRAST = 0.35  # amplitude of the ground's albedo texture near the camera (0: a uniform ground)
 TEXTURE_FADE = 30.0  # camera heights over which the texture fades out (it would alias towards the horizon)
 HAZE_DISTANCE = 400.0  # camera heights at which turbidity 1 hides 1 - 1/e of the ground behind horizon haze
+KINDS = ("clear", "overcast", "night")
+KIND_WEIGHTS = (0.6, 0.2, 0.2)  # draw_sky_params' mix
+MOON_TO_SUN = 0.25 / 120000.0  # full moon over sun illuminance (lux); the disks subtend about the same angle
+MOON_MAGNITUDE = -12.74  # apparent magnitude of the full moon
+NIGHT_SKY_TO_MOON = 1.7e-4 / 3900.0  # natural dark-sky luminance (~22 mag/arcsec^2) over the full moon's
+STARS_BRIGHTER_THAN_6 = 5000  # stars of magnitude < 6 over the whole sphere
+BRIGHTEST_STAR = -1.46  # Sirius: the star magnitudes are drawn in [BRIGHTEST_STAR, 6]
+OVERCAST_GLOW = (0.0, 1.2)  # range of the brightening towards the hidden sun (0: a uniform CIE overcast)
+OVERCAST_GLOW_WIDTH_DEG = 25.0
+CLOUD_CONTRAST = 0.12  # amplitude of the overcast cloud texture
 
 # Ground types: (mean albedo RGB, caption phrases). Albedos are typical broadband values (snow ~0.8, sand ~0.4,
 # grass ~0.1, asphalt ~0.07).
@@ -52,15 +73,17 @@ GROUNDS: dict[str, tuple[tuple[float, float, float], tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class SkyParams:
-    """One procedural sky. sun_elevation_deg in (0, 90]; sun_yaw_deg in the panorama convention (0 = image
-    centre); turbidity in [1, 10] (1 = very clear, 10 = hazy); ground: a key of :data:`GROUNDS`; seed: the
-    ground texture."""
+    """One procedural sky. sun_elevation_deg in (0, 90]: the sun's (the moon's for ``night``; the hidden sun's for
+    ``overcast``); sun_yaw_deg in the panorama convention (0 = image centre); turbidity in [1, 10] (1 = very
+    clear, 10 = hazy; overcast: the haze over the ground); ground: a key of :data:`GROUNDS`; seed: the ground
+    texture, the stars and the clouds; kind: one of :data:`KINDS`."""
 
     sun_elevation_deg: float
     sun_yaw_deg: float
     turbidity: float
     ground: str
     seed: int = 0
+    kind: str = "clear"
 
     def __post_init__(self):
         if not 0.0 < self.sun_elevation_deg <= 90.0:
@@ -72,31 +95,46 @@ class SkyParams:
             raise InputError("ground", f"got {self.ground!r}; accepted: {', '.join(GROUNDS)}")
         if not math.isfinite(self.sun_yaw_deg):
             raise InputError("sun_yaw_deg", f"got {self.sun_yaw_deg}; accepted: a finite angle in degrees")
+        if self.kind not in KINDS:
+            raise InputError("kind", f"got {self.kind!r}; accepted: {', '.join(KINDS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def draw_sky_params(n: int, seed: int) -> list[SkyParams]:
-    """``n`` skies; sky i from a generator seeded by (seed, i). Sun elevation: 30% low (0.5-10 degrees, sunrise
-    and sunset light), else uniform in 10-80 degrees; turbidity uniform in 1.8-9; ground and yaw uniform."""
+    """``n`` skies; sky i from a generator seeded by (seed, i). Kind by :data:`KIND_WEIGHTS`. Sun (or moon)
+    elevation: 30% low (0.5-10 degrees, sunrise and sunset light), else uniform in 10-90 degrees; turbidity
+    uniform in 1.8-9 (overcast: 4-10); ground and yaw uniform."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InputError("n", f"got {n!r}; accepted: an integer >= 0")
     out = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        elevation = rng.uniform(0.5, 10.0) if rng.random() < 0.3 else rng.uniform(10.0, 80.0)
-        out.append(SkyParams(float(elevation), float(rng.uniform(-180.0, 180.0)), float(rng.uniform(1.8, 9.0)),
-                             str(rng.choice(list(GROUNDS))), int(rng.integers(0, 2**31 - 1))))
+        kind = str(rng.choice(KINDS, p=KIND_WEIGHTS))
+        elevation = rng.uniform(0.5, 10.0) if rng.random() < 0.3 else rng.uniform(10.0, 90.0)
+        turbidity = rng.uniform(4.0, 10.0) if kind == "overcast" else rng.uniform(1.8, 9.0)
+        out.append(SkyParams(float(elevation), float(rng.uniform(-180.0, 180.0)), float(turbidity),
+                             str(rng.choice(list(GROUNDS))), int(rng.integers(0, 2**31 - 1)), kind))
     return out
 
 
 def sky_captions(params: SkyParams) -> list[str]:
-    """Three captions of a sky from its parameters (sun height, haze, ground), e.g. "a clear midday sky with
-    the sun high overhead over bright sandy ground"."""
+    """Three captions of a sky from its kind and parameters (sun or moon height, haze, ground), e.g. "a clear
+    midday sky with the sun high overhead over bright sandy ground"."""
     el, t = params.sun_elevation_deg, params.turbidity
-    haze = "crystal clear" if t < 2.5 else "clear" if t < 4.0 else "slightly hazy" if t < 6.5 else "hazy"
     grounds = GROUNDS[params.ground][1]
+    if params.kind == "overcast":
+        light = "dull grey" if t > 7.0 else "bright"
+        return [f"an overcast sky over {grounds[0]}",
+                f"{grounds[1]} under a {light} cloudy sky",
+                f"an empty landscape of {grounds[2]} on an overcast day, soft light and no shadows"]
+    if params.kind == "night":
+        moon = "the full moon low on the horizon" if el < 10.0 else "a bright full moon"
+        return [f"a clear night sky with {moon} over {grounds[0]}",
+                f"{grounds[1]} at night under a starry sky, lit by moonlight",
+                f"a moonlit landscape of {grounds[2]}, stars in a dark blue sky"]
+    haze = "crystal clear" if t < 2.5 else "clear" if t < 4.0 else "slightly hazy" if t < 6.5 else "hazy"
     if el < 6.0:
         time_of_day = "sunset" if params.seed % 2 else "sunrise"
         sky, sun = f"{haze} {time_of_day} sky", "the sun low on the horizon"
@@ -116,28 +154,78 @@ def sky_captions(params: SkyParams) -> list[str]:
 def render_sky(params: SkyParams, height: int = 512, width: int = 1024) -> torch.Tensor:
     """Linear RGB equirectangular panorama [3, height, width] float32 (relative radiance, >= 0, row 0 = zenith).
 
-    Needs Mitsuba 3 (the ``skies`` extra); see the module docstring for the radiometry.
+    The clear and night kinds need Mitsuba 3 (the ``skies`` extra); see the module docstring for the radiometry.
     """
     if isinstance(height, bool) or not isinstance(height, int) or height < 8 or width != 2 * height:
         raise InputError("height/width", f"got {height}x{width}; accepted: width = 2 x height, height >= 8")
-    mi = _mitsuba()
-    albedo = GROUNDS[params.ground][0]
-    sun = _sun_direction(params)
-    sky_emitter = _emitter(mi, sun, params.turbidity, albedo, sky_scale=1.0, sun_scale=0.0)
-    sun_emitter = _emitter(mi, sun, params.turbidity, albedo, sky_scale=0.0, sun_scale=1.0)
     yaw, elev = _pixel_angles(height, width)  # [W], [H] radians
     upper = elev > 0  # [H] rows above the horizon
-    sky = np.zeros((height, width, 3), dtype=np.float64)
-    sky[upper] = _eval(mi, sky_emitter, _directions(yaw[None, :], elev[upper][:, None]).reshape(-1, 3)) \
-        .reshape(int(upper.sum()), width, 3)
+    sun = _sun_direction(params)
+    if params.kind == "overcast":
+        sky = _overcast(params, yaw, elev, sun)
+        L, E_disk = sky.copy(), np.zeros(3)
+    else:
+        mi = _mitsuba()
+        albedo = GROUNDS[params.ground][0]
+        sky_emitter = _emitter(mi, sun, params.turbidity, albedo, sky_scale=1.0, sun_scale=0.0)
+        sun_emitter = _emitter(mi, sun, params.turbidity, albedo, sky_scale=0.0, sun_scale=1.0)
+        sky = np.zeros((height, width, 3), dtype=np.float64)
+        sky[upper] = _eval(mi, sky_emitter, _directions(yaw[None, :], elev[upper][:, None]).reshape(-1, 3)) \
+            .reshape(int(upper.sum()), width, 3)
+        d_sun, L_sun, d_omega_sun = _sun_samples(mi, sun_emitter, sun)
+        if params.kind == "night":  # the moon: sunlight at the same place, scaled
+            sky *= MOON_TO_SUN
+            L_sun = L_sun * MOON_TO_SUN
+        E_disk = (L_sun * (d_omega_sun * np.maximum(d_sun[:, 1], 0.0))[:, None]).sum(axis=0)  # [3], horizontal
+        if params.kind == "night":
+            L_moon = L_sun.mean(axis=0)  # [3] the moon's mean radiance
+            sky[upper] += NIGHT_SKY_TO_MOON * L_moon
+        L = sky.copy()
+        _splat_sun(L, d_sun, L_sun, d_omega_sun)
+        if params.kind == "night":
+            _splat_stars(L, sky, params.seed, E_moon=L_moon * 2 * math.pi * (1 - math.cos(math.radians(
+                SUN_APERTURE_DEG) / 2)))
     d_omega = (2 * math.pi / width) * (math.pi / height) * np.cos(elev)  # [H] pixel solid angles, sr
     E_sky = (sky * (np.sin(elev) * d_omega)[:, None, None]).sum(axis=(0, 1))  # [3] sky irradiance, horizontal
-    d_sun, L_sun, d_omega_sun = _sun_samples(mi, sun_emitter, sun)
-    E_sun = (L_sun * (d_omega_sun * np.maximum(d_sun[:, 1], 0.0))[:, None]).sum(axis=0)  # [3], horizontal
-    L = sky.copy()
-    _splat_sun(L, d_sun, L_sun, d_omega_sun)
-    L[~upper] = _ground(params, yaw, elev[~upper], E_sky + E_sun, sky[upper][-1])
+    L[~upper] = _ground(params, yaw, elev[~upper], E_sky + E_disk, sky[upper][-1])
     return torch.from_numpy(np.maximum(L, 0.0).transpose(2, 0, 1).astype(np.float32)).contiguous()
+
+
+def _overcast(params: SkyParams, yaw: np.ndarray, elev: np.ndarray, sun: np.ndarray) -> np.ndarray:
+    """The CIE standard overcast sky [H, W, 3] (zenith radiance 1, zero below the horizon), brightened towards
+    the hidden sun by up to :data:`OVERCAST_GLOW` and modulated by a smooth cloud texture."""
+    rng = np.random.default_rng([params.seed, 1])
+    d = _directions(yaw[None, :], elev[:, None])  # [H, W, 3]
+    L = (1.0 + 2.0 * np.sin(np.maximum(elev, 0.0)))[:, None] / 3.0 * np.ones_like(d[..., 0])
+    angle = np.degrees(np.arccos(np.clip(d @ sun, -1.0, 1.0)))
+    L = L * (1.0 + rng.uniform(*OVERCAST_GLOW) * np.exp(-0.5 * (angle / OVERCAST_GLOW_WIDTH_DEG) ** 2))
+    clouds = np.zeros_like(L)
+    for octave in range(4):  # smooth noise on the sphere: random plane waves in 3-D
+        axis = rng.normal(size=3)
+        clouds += 0.5**octave * np.sin(3.0 * 2.0**octave * (d @ (axis / np.linalg.norm(axis))) + rng.uniform(0, 7))
+    L = L * (1.0 + CLOUD_CONTRAST * clouds)
+    L[elev <= 0] = 0.0
+    return np.repeat(L[..., None], 3, axis=-1)
+
+
+def _splat_stars(L: np.ndarray, sky: np.ndarray, seed: int, E_moon: np.ndarray) -> None:
+    """Add stars (magnitudes with the observed counts, :data:`STARS_BRIGHTER_THAN_6`; directions uniform on the
+    sphere) to the pixels above the horizon, each with irradiance 10^(-0.4 (m - m_moon)) E_moon, tinted at random
+    between warm and cool white."""
+    height, width = L.shape[:2]
+    rng = np.random.default_rng([seed, 2])
+    u = rng.random(STARS_BRIGHTER_THAN_6)
+    m = np.maximum(6.0 + 2.0 * np.log10(np.maximum(u, 1e-12)), BRIGHTEST_STAR)  # N(< m) ~ 10^(0.5 m)
+    z = rng.uniform(-1.0, 1.0, len(m))  # sin(elevation): uniform on the sphere
+    keep = z > 0
+    m, elev = m[keep], np.arcsin(z[keep])
+    cols = rng.integers(0, width, len(m))
+    rows = np.clip(np.floor((math.pi / 2 - elev) * height / math.pi).astype(int), 0, height - 1)
+    row_elev = math.pi / 2 - (rows + 0.5) * (math.pi / height)
+    omega_pixel = (2 * math.pi / width) * (math.pi / height) * np.cos(row_elev)
+    tint = np.array([1.0, 1.0, 1.0]) + rng.uniform(-0.25, 0.25, (len(m), 1)) * np.array([1.0, 0.0, -1.0])
+    E = 10.0 ** (-0.4 * (m - MOON_MAGNITUDE))[:, None] * E_moon[None, :] * tint  # [n, 3]
+    np.add.at(L, (rows, cols), E / omega_pixel[:, None])
 
 
 def _mitsuba():

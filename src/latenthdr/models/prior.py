@@ -137,6 +137,8 @@ PRIOR_PRESETS: dict[str, dict] = {
     "test": {"widths": (8, 16), "blocks_per_level": 1, "attention_heads": 2, "cond_dim": 16, "norm_groups": 4},
     "small": {"widths": (48, 96, 144), "blocks_per_level": 1, "attention_heads": 4, "cond_dim": 192},
     "base": {"widths": (64, 128, 192), "blocks_per_level": 2, "attention_heads": 4, "cond_dim": 256},
+    # four levels: the attention sees a 1/64 grid (4x8 cells for a 512x256 panorama), for whole-scene layout
+    "large": {"widths": (64, 128, 192, 256), "blocks_per_level": 2, "attention_heads": 4, "cond_dim": 256},
 }
 
 
