@@ -394,14 +394,15 @@ def test_windows_decode_exactly_like_the_whole_frame(codec):
 
 def test_large_images_encode_in_bands_exactly_like_the_whole_image(codec, monkeypatch):
     """Images above ENCODE_BAND_PIXELS run the encoder in bands of rows with the encoder's receptive radius as
-    margin: the same latents as one pass, bit for bit (the memory is the band's); a margin short of it is not."""
+    margin: the same latents as one pass, to float rounding (the convolution kernels oneDNN picks depend on the
+    input's shape and the CPU; the memory is the band's); a margin short of it is not."""
     from latenthdr.models import codecs
 
     y = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(8))
     for panorama in (False, True):
         whole = codec.encode(y, panorama=panorama)
         monkeypatch.setattr(codecs, "ENCODE_BAND_PIXELS", 160 * 16)
-        assert torch.equal(codec.encode(y, panorama=panorama), whole)
+        assert (codec.encode(y, panorama=panorama) - whole).abs().max() < 1e-5
         monkeypatch.setattr(codecs, "ENCODE_BAND_PIXELS", 1 << 30)
     monkeypatch.setattr(codecs, "ENCODE_BAND_PIXELS", 160 * 16)
     monkeypatch.setattr(codec, "encode_radius_px", 8)
