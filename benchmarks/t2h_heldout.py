@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import math
 import platform
@@ -79,8 +78,9 @@ def _hwc(H) -> np.ndarray:
 
 
 def luminance(H) -> np.ndarray:
-    H = _hwc(H)
-    return 0.2126 * H[..., 0] + 0.7152 * H[..., 1] + 0.0722 * H[..., 2]
+    from latenthdr import response
+
+    return response.luminance(_hwc(H))
 
 
 def log_luminance(H) -> np.ndarray:
@@ -222,13 +222,9 @@ def contact_sheet(path: str, tiles: list, labels: list[str], categories: list[st
 
 
 def _sha256(path) -> str | None:
-    if not path or not Path(path).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from latenthdr.models.registry import sha256_of
+
+    return sha256_of(Path(path)) if path and Path(path).is_file() else None
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -237,6 +233,9 @@ def main(argv=None) -> dict:
     from latenthdr.pipeline import LatentHDRPipeline
 
     args = parse_args(argv)
+    if not (DATA / "train").is_dir() or not (DATA / "val").is_dir():
+        raise SystemExit(f"t2h_heldout: needs the training and val panoramas in {DATA}/train and {DATA}/val "
+                         "(../shared/data/hdri beside the repository)")
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     evs = exposure.parse_ev_ladder(args.evs)

@@ -35,8 +35,8 @@ from latenthdr.cli.generate import read_prompts
 from latenthdr.errors import InputError, LatentHDRError
 
 FUZZ_SCALE = float(os.environ.get("LATENTHDR_FUZZ_SCALE", "1"))
-SLOW_S = 60.0  # a hang guard: a reader that takes a minute on a file of a few kB is a bug (9.6 s was seen on
-# a JPEG under full load, so this is not a speed check)
+SLOW_S = 30.0  # a hang guard, below KILL_S: a reader that takes half a minute on a file of a few kB is a bug
+# (9.6 s was seen on a JPEG under full load, so this is not a speed check)
 KILL_S = 60.0  # a reader stuck this long (in C code, where no Python exception can reach it): kill the run
 MAGICS = [b"v/1\x01", b"#?RADIANCE\n", b"#?RGBE\n", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"II*\x00",
           b"MM\x00*", b"PK\x03\x04", b"{", b"["]

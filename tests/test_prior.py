@@ -302,7 +302,9 @@ def test_sky_render_is_physical(monkeypatch):
 
 
 def _luminance(H: torch.Tensor) -> torch.Tensor:
-    return 0.2126 * H[0] + 0.7152 * H[1] + 0.0722 * H[2]
+    from latenthdr.response import luminance
+
+    return luminance(H, channel_axis=0)
 
 
 def test_night_sky_is_the_sunlit_sky_scaled_by_the_moon_with_stars(monkeypatch):

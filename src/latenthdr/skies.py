@@ -13,11 +13,12 @@ Three kinds (``SkyParams.kind``):
 - ``overcast``: the CIE standard overcast sky (Moon & Spencer 1942; CIE S 011/E:2003 type 1),
   L(elevation) = L_z (1 + 2 sin elevation) / 3, neutral white, with a soft brightening where the hidden sun is
   (thin cloud) and a low-contrast cloud texture; no sun disk. Needs no Mitsuba.
- Mitsuba is an optional extra (``pip install "latenthdr[skies]"``), imported lazily here
-and nowhere else; nothing else in latenthdr needs it.
 
-Radiometry of the clear and night kinds (all linear RGB, Rec.709 primaries, relative units: Mitsuba's radiance, so a scene's
-exposure is set later by EV-0 anchoring):
+Mitsuba is an optional extra (``pip install "latenthdr[skies]"``), imported lazily here and nowhere else; nothing
+else in latenthdr needs it.
+
+Radiometry of the clear and night kinds (all linear RGB, Rec.709 primaries, relative units: Mitsuba's radiance, so
+a scene's exposure is set later by EV-0 anchoring):
 - sky pixel: the sky-only radiance at the pixel centre (the sky is smooth at these resolutions);
 - sun: the sun-only radiance at a grid of directions over the solar disk (limb darkening included), each
   standing for Omega_sun / N; each sample's power is added to the pixel it falls in (divided by the pixel's
@@ -183,8 +184,7 @@ def render_sky(params: SkyParams, height: int = 512, width: int = 1024) -> torch
         L = sky.copy()
         _splat_sun(L, d_sun, L_sun, d_omega_sun)
         if params.kind == "night":
-            _splat_stars(L, sky, params.seed, E_moon=L_moon * 2 * math.pi * (1 - math.cos(math.radians(
-                SUN_APERTURE_DEG) / 2)))
+            _splat_stars(L, params.seed, E_moon=L_moon * d_omega_sun * len(d_sun))  # radiance x disk solid angle
     d_omega = (2 * math.pi / width) * (math.pi / height) * np.cos(elev)  # [H] pixel solid angles, sr
     E_sky = (sky * (np.sin(elev) * d_omega)[:, None, None]).sum(axis=(0, 1))  # [3] sky irradiance, horizontal
     L[~upper] = _ground(params, yaw, elev[~upper], E_sky + E_disk, sky[upper][-1])
@@ -208,7 +208,7 @@ def _overcast(params: SkyParams, yaw: np.ndarray, elev: np.ndarray, sun: np.ndar
     return np.repeat(L[..., None], 3, axis=-1)
 
 
-def _splat_stars(L: np.ndarray, sky: np.ndarray, seed: int, E_moon: np.ndarray) -> None:
+def _splat_stars(L: np.ndarray, seed: int, E_moon: np.ndarray) -> None:
     """Add stars (magnitudes with the observed counts, :data:`STARS_BRIGHTER_THAN_6`; directions uniform on the
     sphere) to the pixels above the horizon, each with irradiance 10^(-0.4 (m - m_moon)) E_moon, tinted at random
     between warm and cool white."""
