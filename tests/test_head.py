@@ -275,3 +275,32 @@ def test_the_frame_is_required_exactly_when_the_head_reads_it(tmp_path):
     assert (loaded.config.frame_channels, loaded.config.frame_patch) == (8, 2)
     side = {"frame": ev0_frame(), "unseen": unseen_maps()}
     assert torch.equal(loaded(z0, [-1.0], **side), head(z0, [-1.0], **side))
+
+
+# --- the no-FiLM ablation (EV features as input channels) ---------------------------------------------------------
+
+def test_the_no_film_head_has_no_modulation_and_starts_as_the_identity():
+    config = tiny_config(ev_conditioning="input")
+    head = ExposureHead(config)
+    assert not any("film" in name for name, _ in head.named_parameters())
+    assert head.embed.mlp is None and head.conv_in.in_channels == C + head.embed.n_features
+    z0 = latent()
+    out = head(z0, [-3.0, 0.0, 2.0])
+    assert torch.equal(out, z0[:, None].expand_as(out))
+
+
+def test_the_no_film_head_reads_the_ev_batches_and_wraps_like_the_film_head(tmp_path):
+    head, z0, evs = perturbed_head(tiny_config(ev_conditioning="input")), latent(1, 8, 32), [-7.0, -2.5, 0.0, 5.0]
+    out = head(z0, evs, panorama=True)
+    assert (out[:, 0] - out[:, 3]).abs().max() > 1e-2  # the EV reaches the output through the input channels
+    singles = torch.cat([head(z0, [e], panorama=True) for e in evs], dim=1)
+    torch.testing.assert_close(out, singles, rtol=0, atol=1e-5)
+    torch.testing.assert_close(head(torch.roll(z0, 8, -1), evs, panorama=True), torch.roll(out, 8, -1),
+                               rtol=0, atol=1e-5)
+    loaded = load_head(save_head(head, tmp_path / "head.safetensors"), expected_space="test-space")
+    assert loaded.config.ev_conditioning == "input" and torch.equal(loaded(z0, evs, panorama=True), out)
+
+
+def test_an_unknown_ev_conditioning_is_refused():
+    with pytest.raises(InputError, match="ev_conditioning.*accepted: film, input"):
+        tiny_config(ev_conditioning="concat")

@@ -486,6 +486,29 @@ def test_cli_trains_a_head_with_side_inputs(folders, codec, tmp_path, capsys, fl
         th.HeadTrainOptions(codec="embedded", data=".", frame_channels=-2)
 
 
+def test_cli_trains_the_no_film_ablation_head(folders, tmp_path, capsys):
+    """--ev-conditioning input (docs/RESULTS.md's ablation): recorded in the run and the head, and the EV still
+    reaches the trained head's output."""
+    from latenthdr.models.head import load_head
+
+    _tiny_vae().save_pretrained(tmp_path / "vae")
+    args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
+                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
+                "--merged-samples", "1", "--batch-size", "2", "--no-progress", "--ev-conditioning", "input")
+    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    assert main(args) == 0
+    json.loads(capsys.readouterr().out)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["head"]["ev_conditioning"] == "input" and "--ev-conditioning input" in config["command"]
+    head = load_head(tmp_path / "run" / "head.safetensors")
+    assert head.config.ev_conditioning == "input" and not any("film" in n for n, _ in head.named_parameters())
+    z = head(torch.randn(1, head.config.latent_channels, 2, 4), [-3.0, 3.0])
+    assert (z[:, 0] - z[:, 1]).abs().max() > 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(args[:-1] + ["concat"])
+    assert exit_info.value.code == 2 and "--ev-conditioning" in capsys.readouterr().err
+
+
 def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bright_evs():
     from latenthdr import exposure
     from latenthdr.training.head import unknown_weights

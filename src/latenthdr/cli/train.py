@@ -68,6 +68,9 @@ def _register_head(models) -> None:
     p.add_argument("--frame-channels", type=int, default=0, metavar="N",
                    help="the head also reads the EV-0 frame itself, through a patch stem of N features per latent "
                         "cell (default 0: off; the input image in image-to-HDR, the decoded z0 in text-to-HDR)")
+    p.add_argument("--ev-conditioning", choices=("film", "input"), default="film",
+                   help="how the EV reaches the head: FiLM in every block (the method), or, for the ablation, its "
+                        "features as input channels and no FiLM (default film)")
     p.add_argument("--display-weight", type=float, default=0.0,
                    help="extra loss weight of latent channels by how much they move the decoded image (1 + W g_c^2 / "
                         "mean g^2): makes the codec's brightness channel count (default 0)")
@@ -168,7 +171,8 @@ def head_options(args):
         val_every=args.val_every, merged_every=args.merged_every, merged_samples=args.merged_samples,
         checkpoint_every=args.checkpoint_every,
         pixel_loss=args.pixel_loss, unknown_weight=args.unknown_weight, display_weight=args.display_weight,
-        unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, seed=args.seed, cache=args.cache,
+        unseen_maps=args.unseen_maps, frame_channels=args.frame_channels, ev_conditioning=args.ev_conditioning,
+        seed=args.seed, cache=args.cache,
         select=args.select, scenes=args.scenes)
 
 
@@ -195,6 +199,7 @@ def head_command(options, out: str) -> str:
     parts += ["--select", options.select] if options.select != "last" else []
     parts += ["--unseen-maps"] if options.unseen_maps else []
     parts += ["--frame-channels", options.frame_channels] if options.frame_channels else []
+    parts += ["--ev-conditioning", options.ev_conditioning] if options.ev_conditioning != "film" else []
     parts += ["--white-balance", s.white_balance_stops] if s.white_balance_stops else []
     parts += ["--scenes", options.scenes] if options.scenes else []
     return shlex.join(str(p) for p in parts)

@@ -22,6 +22,9 @@
   display values per cell into 32 latents); re-exposing needs what it dropped, most of all the shadows that a
   positive EV brightens (docs/head.md, "the information is there"). In image-to-HDR the frame is the user's input;
   in text-to-HDR, the decoded z0.
+- Ablation only (``HeadConfig.ev_conditioning = "input"``, the paper's "without FiLM"): the EV enters once, as
+  constant input channels (the same features [e, e_n, sin, cos] that phi's MLP reads) concatenated to z0, and the
+  residual blocks are not modulated. The batched pass is the same; conv_in then runs once per EV, not once.
 Every 3x3 conv pads at call time (F.pad, then an unpadded conv): zeros, or circular along the width for
 panoramas (zeros at the poles either way). GroupNorm runs in float32 whatever the parameter dtype.
 
@@ -48,6 +51,7 @@ from latenthdr.models.weights_file import (RESERVED_METADATA, config_from_dict, 
 
 HEAD_FORMAT = "latenthdr-head-v1"
 UNSEEN_CHANNELS = 2  # clipped and black fractions (exposure.unseen_fractions)
+EV_CONDITIONINGS = ("film", "input")  # how phi(e) reaches the U-Net: FiLM (the method), or input channels (ablation)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class HeadConfig:
     unseen_maps: the head also reads the EV-0 frame's clipped / black fractions per latent cell (module docstring).
     frame_channels: features per latent cell of the EV-0 frame's stem (module docstring); 0: no frame input.
     frame_patch: pixels per latent cell side (the codec's downscale) for the stem.
+    ev_conditioning: "film" (the method) or "input" (ablation: EV features as input channels, no FiLM).
     """
 
     latent_channels: int
@@ -74,6 +79,7 @@ class HeadConfig:
     unseen_maps: bool = False
     frame_channels: int = 0
     frame_patch: int = 8
+    ev_conditioning: str = "film"
     space: str = field(kw_only=True)
 
     def __post_init__(self):
@@ -96,6 +102,9 @@ class HeadConfig:
             raise InputError("HeadConfig.ev_max", f"expected finite ev_min < ev_max, got {self.ev_min}, {self.ev_max}")
         if not isinstance(self.unseen_maps, bool):
             raise InputError("HeadConfig.unseen_maps", f"expected true or false, got {self.unseen_maps!r}")
+        if self.ev_conditioning not in EV_CONDITIONINGS:
+            raise InputError("HeadConfig.ev_conditioning", f"got {self.ev_conditioning!r}; accepted: "
+                                                           f"{', '.join(EV_CONDITIONINGS)}")
         if not isinstance(self.space, str) or not self.space:
             raise InputError("HeadConfig.space", f"expected the codec's latent-space id, got {self.space!r}")
 
@@ -181,45 +190,50 @@ class Norm(nn.GroupNorm):
 
 
 class FiLMBlock(nn.Module):
-    """Residual block: GN-SiLU-conv, GN, FiLM h*(1+gamma)+beta (METHOD.md), SiLU-conv, plus skip."""
+    """Residual block: GN-SiLU-conv, GN, FiLM h*(1+gamma)+beta (METHOD.md), SiLU-conv, plus skip. With
+    ``embed_dim`` 0 (the no-FiLM ablation) the block is not modulated and ``psi`` is ignored."""
 
     def __init__(self, c_in: int, c_out: int, embed_dim: int, groups: int):
         super().__init__()
         self.norm1, self.conv1 = Norm(groups, c_in), Conv(c_in, c_out)
         self.norm2, self.conv2 = Norm(groups, c_out), Conv(c_out, c_out)
-        self.film = nn.Linear(embed_dim, 2 * c_out)
-        nn.init.zeros_(self.film.weight)  # gamma = beta = 0 at init
-        nn.init.zeros_(self.film.bias)
+        self.film = nn.Linear(embed_dim, 2 * c_out) if embed_dim else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)  # gamma = beta = 0 at init
+            nn.init.zeros_(self.film.bias)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, psi: torch.Tensor, circular: bool) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)), circular)  # [N, c_out, h, w]
-        gamma, beta = self.film(psi).to(h.dtype)[..., None, None].chunk(2, dim=1)  # [N, c_out, 1, 1] each
-        h = self.norm2(h) * (1 + gamma) + beta
+        h = self.norm2(self.conv1(F.silu(self.norm1(x)), circular))  # [N, c_out, h, w]
+        if self.film is not None:
+            gamma, beta = self.film(psi).to(h.dtype)[..., None, None].chunk(2, dim=1)  # [N, c_out, 1, 1] each
+            h = h * (1 + gamma) + beta
         return self.conv2(F.silu(h), circular) + self.skip(x)
 
 
 class EVEmbedding(nn.Module):
-    """phi(e): [e, e_n, sin/cos(2^k pi e_n)] -> Linear-SiLU-Linear-SiLU, e_n = e normalised to [-1, 1]."""
+    """phi(e): [e, e_n, sin/cos(2^k pi e_n)] -> Linear-SiLU-Linear-SiLU, e_n = e normalised to [-1, 1]. With
+    ``mlp=False`` (the no-FiLM ablation) it returns the features themselves."""
 
-    def __init__(self, config: HeadConfig):
+    def __init__(self, config: HeadConfig, mlp: bool = True):
         super().__init__()
         self.ev_min, self.ev_max = config.ev_min, config.ev_max
         # on the CPU even inside a meta-device build (weights_file checks a file's shapes that way): arange on the
         # meta device goes through torch's decompositions, whose first use imports torch._dynamo (1 s of start-up)
         octaves = 2.0 ** torch.arange(config.fourier_frequencies, device="cpu")
         self.register_buffer("octaves", octaves, persistent=False)
-        n_features = 2 + 2 * config.fourier_frequencies
+        self.n_features = 2 + 2 * config.fourier_frequencies
         d = config.ev_embed_dim
-        self.mlp = nn.Sequential(nn.Linear(n_features, d), nn.SiLU(), nn.Linear(d, d), nn.SiLU())
+        self.mlp = nn.Sequential(nn.Linear(self.n_features, d), nn.SiLU(), nn.Linear(d, d), nn.SiLU()) if mlp else None
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
-        """e [N] float, stops -> psi [N, ev_embed_dim] (features in float32, MLP in the parameter dtype)."""
+        """e [N] float, stops -> psi [N, ev_embed_dim] (features in float32, MLP in the parameter dtype), or
+        the features [N, n_features] in float32 without the MLP."""
         e = e.float()
         e_n = 2.0 * (e - self.ev_min) / (self.ev_max - self.ev_min) - 1.0
         angles = math.pi * e_n[:, None] * self.octaves.float()  # [N, F]
         features = torch.cat([e[:, None], e_n[:, None], angles.sin(), angles.cos()], dim=1)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        return features if self.mlp is None else self.mlp(features.to(self.mlp[0].weight.dtype))
 
 
 class FrameStem(nn.Module):
@@ -245,10 +259,12 @@ class ExposureHead(nn.Module):
         self.config = config
         c, widths, groups, d = config.latent_channels, config.widths, config.norm_groups, config.ev_embed_dim
         n = config.blocks_per_level
-        self.embed = EVEmbedding(config)
+        film = config.ev_conditioning == "film"
+        self.embed = EVEmbedding(config, mlp=film)
         self.frame_stem = FrameStem(config.frame_patch, config.frame_channels) if config.frame_channels else None
         side = (UNSEEN_CHANNELS if config.unseen_maps else 0) + config.frame_channels
-        self.conv_in = Conv(c + side, widths[0])
+        self.conv_in = Conv(c + side + (0 if film else self.embed.n_features), widths[0])
+        d = d if film else 0  # no FiLM generators in the ablation
         self.down = nn.ModuleList(Conv(a, b, stride=2) for a, b in zip(widths[:-1], widths[1:]))
         self.enc = nn.ModuleList(nn.ModuleList(FiLMBlock(w, w, d, groups) for _ in range(n)) for w in widths)
         self.up = nn.ModuleList(Conv(b, a) for a, b in zip(widths[:-1], widths[1:]))
@@ -281,7 +297,11 @@ class ExposureHead(nn.Module):
             side.append(self.frame_stem(frame.to(dtype), panorama))
         x = torch.cat([z0.to(dtype), *side], dim=1)
         x, (h, w) = _pad_to_multiple(x, 2 ** (len(self.config.widths) - 1), panorama)
-        x = self.conv_in(x, panorama).repeat_interleave(k, dim=0)  # shared by every EV: [B*K, w0, h', w']
+        if self.embed.mlp is None:  # no-FiLM ablation: the EV features as constant input maps, one conv_in per EV
+            maps = psi.to(dtype)[..., None, None].expand(-1, -1, *x.shape[-2:])
+            x = self.conv_in(torch.cat([x.repeat_interleave(k, dim=0), maps], dim=1), panorama)
+        else:
+            x = self.conv_in(x, panorama).repeat_interleave(k, dim=0)  # shared by every EV: [B*K, w0, h', w']
         dz = self._unet(x, psi, panorama)[..., :h, :w]
         return z0[:, None] + dz.unflatten(0, (batch, k)).to(z0.dtype)
 

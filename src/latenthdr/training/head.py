@@ -82,6 +82,7 @@ class HeadTrainOptions:
     display_weight: float = 0.0
     unseen_maps: bool = False
     frame_channels: int = 0
+    ev_conditioning: str = "film"
     seed: int = 0
     cache: str | None = None
     select: str = "last"
@@ -253,6 +254,7 @@ def train_head(options: HeadTrainOptions, run_dir: str | Path, *, codec=None, re
     head_config = HeadConfig.from_preset(options.preset, codec.latent_channels, codec.space,
                                          ev_min=min(options.evs), ev_max=max(options.evs),
                                          unseen_maps=options.unseen_maps, frame_channels=options.frame_channels,
+                                         ev_conditioning=options.ev_conditioning,
                                          frame_patch=codec.downscale)
     config = {"options": options.to_dict(), "loop": asdict(options.loop_config()), "head": head_config.to_dict(),
               "codec_space": codec.space, "command": command, "processes": acc.num_processes}
