@@ -10,7 +10,8 @@
    checks and exit. Beside it, medians of a bare interpreter (``python -c pass``) and of the imports alone
    (``python -c "import latenthdr.cli, latenthdr.pipeline"``), each in a fresh process.
 2. One run each of single-pass and ``--multipass`` (one EV-conditioned diffusion run per EV), for the prompt and
-   for a batch of 6 panorama prompts of benchmarks/prompts.txt (``--prompts FILE``), whole process; the ratios
+   for a batch of 6 panorama prompts of benchmarks/prompts.txt (``--prompts FILE``), whole process, with each
+   process's peak resident memory (ru_maxrss); the ratios
    multi-pass / single-pass are DESIGN.md's speed measure (ratios within one run on one machine).
 The load average before and after goes into the JSON: on a shared machine, a run under load says little.
 ``--max-load L`` waits (up to ``--wait-s``) for the 1-minute load average to fall under L first.
@@ -37,17 +38,31 @@ BATCH_SIZE = 6
 
 def run_process(args: list[str]) -> float:
     """Seconds from launch to exit of ``python ARGS`` (which must succeed)."""
+    return run_measured(args)[0]
+
+
+def run_measured(args: list[str]) -> tuple[float, float]:
+    """Seconds from launch to exit of ``python ARGS`` (which must succeed) and the process's peak resident memory
+    in GB (its ru_maxrss, from os.wait4)."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO)
+    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    stderr = process.stderr.read()  # until the child closes it (exit): a full pipe would block it
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({result.returncode}): {result.stderr[-2000:]}")
-    return seconds
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({code}): {stderr.decode(errors='replace')[-2000:]}")
+    return seconds, usage.ru_maxrss * 1024 / 1e9
 
 
 def generate(out: Path, *extra: str, prompt: str | None = PROMPT) -> float:
-    return run_process(["-m", "latenthdr", "generate", *([prompt] if prompt else []), "-o", str(out), "--panorama",
-                        "--overwrite", *extra])
+    return generate_measured(out, *extra, prompt=prompt)[0]
+
+
+def generate_measured(out: Path, *extra: str, prompt: str | None = PROMPT) -> tuple[float, float]:
+    """Whole-process seconds and peak memory (GB) of one ``latenthdr generate``."""
+    return run_measured(["-m", "latenthdr", "generate", *([prompt] if prompt else []), "-o", str(out),
+                         "--panorama", "--overwrite", *extra])
 
 
 def breakdown(wall_s: float, sidecar: Path) -> dict:
@@ -76,36 +91,25 @@ def wait_quiet(max_load: float | None, wait_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="single-prompt runs for the median (default 5)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="single-prompt runs for the median (default 5; 0: only the ratios)")
     parser.add_argument("--prompt", default=PROMPT)
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     parser.add_argument("--max-load", type=float, help="first wait for the 1-minute load average to fall under this")
     parser.add_argument("--wait-s", type=float, default=600, help="the longest wait for --max-load (seconds)")
     parser.add_argument("--skip-ratios", action="store_true", help="only the single-prompt runs")
+    parser.add_argument("--skip-batch", action="store_true", help="the ratios of the single prompt only")
     args = parser.parse_args()
     wait_quiet(args.max_load, args.wait_s)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="latenthdr-startup-") as tmp:
         tmp = Path(tmp)
-        runs = []
-        for i in range(args.repeats):
-            out = tmp / f"run{i}.exr"
-            runs.append(breakdown(generate(out, prompt=args.prompt), out.with_suffix(".json")))
-        runs.sort(key=lambda r: r["whole_process_s"])
-        median = runs[len(runs) // 2]
-        interpreter = statistics.median(run_process(["-c", "pass"]) for _ in range(args.repeats))
-        imports = statistics.median(run_process(["-c", "import latenthdr.cli, latenthdr.pipeline"])
-                                    for _ in range(args.repeats))
-        result = {
-            "command": f"python -m latenthdr generate {args.prompt!r} -o OUT.exr --panorama --overwrite",
-            "repeats": args.repeats,
-            "median": median,
-            "whole_process_s_all": [r["whole_process_s"] for r in runs],
-            "bare_interpreter_s": interpreter,
-            "imports_s": imports,
-        }
+        result = {"command": f"python -m latenthdr generate {args.prompt!r} -o OUT.exr --panorama --overwrite",
+                  "repeats": args.repeats}
+        if args.repeats:
+            result.update(timed_runs(tmp, args.prompt, args.repeats))
         if not args.skip_ratios:
-            result["ratios"] = ratios(tmp, args.prompt)
+            result["ratios"] = ratios(tmp, args.prompt, batch=not args.skip_batch)
     result["machine"] = {"load_average_before": load_before, "load_average_after": os.getloadavg(),
                          "load_note": "1/5/15-minute load averages; 'after' includes this benchmark's own runs",
                          "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
@@ -117,16 +121,38 @@ def main() -> None:
         Path(args.json).write_text(text + "\n", encoding="utf-8")
 
 
-def ratios(tmp: Path, prompt: str) -> dict:
-    """Single-pass and multi-pass whole-process seconds, one run each, for one prompt and a 6-prompt batch."""
-    single = generate(tmp / "single.exr", prompt=prompt)
-    multi = generate(tmp / "multi.exr", "--multipass", prompt=prompt)
+def timed_runs(tmp: Path, prompt: str, repeats: int) -> dict:
+    """Part 1: the median of ``repeats`` whole-process runs with its breakdown, and the interpreter and imports."""
+    runs = []
+    for i in range(repeats):
+        out = tmp / f"run{i}.exr"
+        runs.append(breakdown(generate(out, prompt=prompt), out.with_suffix(".json")))
+    runs.sort(key=lambda r: r["whole_process_s"])
+    return {"median": runs[len(runs) // 2],
+            "whole_process_s_all": [r["whole_process_s"] for r in runs],
+            "bare_interpreter_s": statistics.median(run_process(["-c", "pass"]) for _ in range(repeats)),
+            "imports_s": statistics.median(run_process(["-c", "import latenthdr.cli, latenthdr.pipeline"])
+                                           for _ in range(repeats))}
+
+
+def ratios(tmp: Path, prompt: str, batch: bool = True) -> dict:
+    """Single-pass and multi-pass whole-process seconds and peak memory, one run each, for one prompt and a
+    6-prompt batch."""
+    single, single_gb = generate_measured(tmp / "single.exr", prompt=prompt)
+    multi, multi_gb = generate_measured(tmp / "multi.exr", "--multipass", prompt=prompt)
+    one = {"single_s": single, "multipass_s": multi, "multipass_over_single": multi / single,
+           "single_peak_gb": single_gb, "multipass_peak_gb": multi_gb}
+    if not batch:
+        return {"one_prompt": one}
     prompts = batch_prompts(tmp / "prompts.txt")
-    batch_single = generate(tmp / "batch-single", "--prompts", str(tmp / "prompts.txt"), prompt=None)
-    batch_multi = generate(tmp / "batch-multi", "--prompts", str(tmp / "prompts.txt"), "--multipass", prompt=None)
-    return {"one_prompt": {"single_s": single, "multipass_s": multi, "multipass_over_single": multi / single},
+    batch_single, batch_single_gb = generate_measured(tmp / "batch-single", "--prompts", str(tmp / "prompts.txt"),
+                                                      prompt=None)
+    batch_multi, batch_multi_gb = generate_measured(tmp / "batch-multi", "--prompts", str(tmp / "prompts.txt"),
+                                                    "--multipass", prompt=None)
+    return {"one_prompt": one,
             "batch": {"prompts": prompts, "single_s": batch_single, "multipass_s": batch_multi,
-                      "multipass_over_single": batch_multi / batch_single}}
+                      "multipass_over_single": batch_multi / batch_single,
+                      "single_peak_gb": batch_single_gb, "multipass_peak_gb": batch_multi_gb}}
 
 
 def _git_commit() -> str | None:
