@@ -16,8 +16,9 @@ declare -A EXTRA=(
   [large]="--preset large --unseen-maps"
   [no-unseen-maps]="--preset base"
   [frame-32]="--preset base --unseen-maps --frame-channels 32"
+  [reference-seed1]="--preset base --unseen-maps --seed 1 --cache $RUNS/cache-seed1"  # the run-to-run spread
 )
-ORDER="reference no-film tiny small large no-unseen-maps frame-32"
+ORDER="reference no-film tiny small large no-unseen-maps frame-32 reference-seed1"
 
 COMMON="--codec embedded --data ../shared/data/hdri/train --val ../shared/data/hdri/val --evs=-7:5:1 \
   --samples 1092 --val-samples 40 --display-weight 2 --white-balance 0.15 --cache $RUNS/cache --no-progress"
@@ -39,7 +40,8 @@ variants=${*:-$ORDER}
 mkdir -p "$RUNS"
 if [ "$mode" = train ]; then
   EXTRA[cache-build]="--preset tiny --unseen-maps"
-  train cache-build 2 1  # one step on both threads: builds the cache (with the HDR) that every variant reads
+  # one step on both threads: builds the cache (with the HDR) that the variants read (reference-seed1 builds its own)
+  [ -f "$RUNS/cache-build/head.safetensors" ] || train cache-build 2 1
   export -f train; export RUNS COMMON; export EXTRA_DEF="$(declare -p EXTRA)"
   printf '%s\n' $variants | xargs -P 2 -I{} bash -c 'eval "$EXTRA_DEF"; train {}'
 else
