@@ -136,8 +136,8 @@ def timed_runs(tmp: Path, prompt: str, repeats: int) -> dict:
 
 
 def ratios(tmp: Path, prompt: str, batch: bool = True) -> dict:
-    """Single-pass and multi-pass whole-process seconds and peak memory, one run each, for one prompt and a
-    6-prompt batch."""
+    """Single-pass and multi-pass whole-process seconds and peak memory, one run each, for one prompt and (with
+    ``batch``) a 6-prompt batch."""
     single, single_gb = generate_measured(tmp / "single.exr", prompt=prompt)
     multi, multi_gb = generate_measured(tmp / "multi.exr", "--multipass", prompt=prompt)
     one = {"single_s": single, "multipass_s": multi, "multipass_over_single": multi / single,

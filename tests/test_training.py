@@ -458,6 +458,16 @@ def test_cli_trains_end_to_end_with_a_local_codec(folders, tmp_path, capsys):
     assert config["options"]["sampling"]["crop_size"] == 16 and config["head"]["widths"] == [8, 16, 32]
 
 
+def _two_step_cli_with_local_vae(folders, tmp_path, *flags) -> list[str]:
+    """`train head` arguments for a 2-step run of a tiny head on a tiny diffusers VAE saved in tmp_path/vae."""
+    _tiny_vae().save_pretrained(tmp_path / "vae")
+    args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
+                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
+                "--merged-samples", "1", "--batch-size", "2", "--no-progress", *flags)
+    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    return args
+
+
 @pytest.mark.parametrize("flags, option, head_field, value", [
     (["--unseen-maps"], "unseen_maps", "unseen_maps", True),
     (["--frame-channels", "4"], "frame_channels", "frame_channels", 4),
@@ -466,11 +476,7 @@ def test_cli_trains_a_head_with_side_inputs(folders, codec, tmp_path, capsys, fl
     """The unseen maps and the EV-0 frame: taken from the cache's anchored HDR in training and validation."""
     from latenthdr.models.head import load_head
 
-    _tiny_vae().save_pretrained(tmp_path / "vae")
-    args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
-                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
-                "--merged-samples", "1", "--batch-size", "2", "--no-progress", *flags)
-    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    args = _two_step_cli_with_local_vae(folders, tmp_path, *flags)
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert "merged_pu21_psnr" in report["final_val"]
@@ -491,11 +497,7 @@ def test_cli_trains_the_no_film_ablation_head(folders, tmp_path, capsys):
     reaches the trained head's output."""
     from latenthdr.models.head import load_head
 
-    _tiny_vae().save_pretrained(tmp_path / "vae")
-    args = _cli(folders, tmp_path / "run", "--steps", "2", "--samples", "4", "--val-samples", "2",
-                "--crop-size", "16", "--pano-size", "32x16", "--preset", "tiny", "--val-every", "2",
-                "--merged-samples", "1", "--batch-size", "2", "--no-progress", "--ev-conditioning", "input")
-    args[args.index("--codec") + 1] = str(tmp_path / "vae")
+    args = _two_step_cli_with_local_vae(folders, tmp_path, "--ev-conditioning", "input")
     assert main(args) == 0
     json.loads(capsys.readouterr().out)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -507,6 +509,8 @@ def test_cli_trains_the_no_film_ablation_head(folders, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(args[:-1] + ["concat"])
     assert exit_info.value.code == 2 and "--ev-conditioning" in capsys.readouterr().err
+    with pytest.raises(InputError, match="ev_conditioning"):
+        th.HeadTrainOptions(codec="embedded", data=".", ev_conditioning="concat")
 
 
 def test_unknown_weights_pick_clipped_pixels_for_dark_evs_and_black_ones_for_bright_evs():

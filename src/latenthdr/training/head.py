@@ -90,6 +90,7 @@ class HeadTrainOptions:
 
     def __post_init__(self):
         from latenthdr import exposure
+        from latenthdr.models.head import EV_CONDITIONINGS
 
         evs = exposure.parse_ev_ladder(self.evs, "evs")
         if len(evs) < 2:
@@ -101,6 +102,9 @@ class HeadTrainOptions:
                                         "pixel_evs_per_scene"))
         if isinstance(self.frame_channels, bool) or not isinstance(self.frame_channels, int) or self.frame_channels < 0:
             raise InputError("frame_channels", f"got {self.frame_channels!r}; accepted: an integer >= 0 (0: off)")
+        if self.ev_conditioning not in EV_CONDITIONINGS:  # before a run folder is made, not at the head's build
+            raise InputError("ev_conditioning", f"got {self.ev_conditioning!r}; accepted: "
+                                                f"{', '.join(EV_CONDITIONINGS)}")
         for name in ("pixel_loss", "unknown_weight", "display_weight"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(name, f"got {getattr(self, name)!r}; accepted: a weight >= 0")
